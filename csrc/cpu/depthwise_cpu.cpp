@@ -1,0 +1,168 @@
+// Host code for the CPU kernels: checks, layout, dtype dispatch, threading, registration.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include "cpu/kernels.h"
+#include "depthwise_args.h"
+
+namespace fastdw {
+namespace cpu {
+namespace {
+
+using at::Tensor;
+using c10::IntArrayRef;
+
+c10::MemoryFormat layout_of(const DepthwiseParams& p) {
+  return p.channels_last ? c10::MemoryFormat::ChannelsLast : c10::MemoryFormat::Contiguous;
+}
+
+// Weights converted to the accumulation type once, laid out as the kernel reads them:
+// [Cout][taps] for NCHW kernels, [taps][Cout] for NHWC kernels (a contiguous channel run).
+Tensor packed_weight(const Tensor& weight, const DepthwiseParams& p, at::ScalarType acc_type) {
+  Tensor w = weight.to(acc_type).reshape({p.out_channels, p.taps()});
+  return (p.channels_last ? w.t() : w).contiguous();
+}
+
+// Parallel grain: aim for ~32k multiply-adds per task so small shapes are not over-split.
+int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item));
+}
+
+void check_grad_output(const Tensor& grad_output, const DepthwiseParams& p) {
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == p.batch &&
+                  grad_output.size(1) == p.out_channels && grad_output.size(2) == p.out_h &&
+                  grad_output.size(3) == p.out_w,
+              "fastdw: grad_output must have shape (", p.batch, ", ", p.out_channels, ", ",
+              p.out_h, ", ", p.out_w, "), got ", grad_output.sizes());
+}
+
+Tensor forward(const Tensor& input, const Tensor& weight, const std::optional<Tensor>& bias,
+               IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation) {
+  const DepthwiseParams p = check_forward(input, weight, bias, stride, padding, dilation);
+  const Tensor x = input.contiguous(layout_of(p));
+  Tensor out = at::empty({p.batch, p.out_channels, p.out_h, p.out_w},
+                         input.options().memory_format(layout_of(p)));
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(),
+                                  "fastdw_depthwise_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+    const Tensor w = packed_weight(weight, p, acc_type);
+    const Tensor b = bias.has_value() ? bias->to(acc_type).contiguous() : Tensor();
+    const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
+    const acc_t* w_ptr = w.const_data_ptr<acc_t>();
+    const acc_t* b_ptr = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
+    scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+    if (p.channels_last) {
+      at::parallel_for(0, p.batch * p.out_h, grain_for(p.out_w * p.out_channels * p.taps()),
+                       [&](int64_t begin, int64_t end) {
+                         forward_nhwc<scalar_t, acc_t>(p, x_ptr, w_ptr, b_ptr, out_ptr, begin, end);
+                       });
+    } else {
+      at::parallel_for(0, p.batch * p.out_channels * p.out_h, grain_for(p.out_w * p.taps()),
+                       [&](int64_t begin, int64_t end) {
+                         forward_nchw<scalar_t, acc_t>(p, x_ptr, w_ptr, b_ptr, out_ptr, begin, end);
+                       });
+    }
+  });
+  return out;
+}
+
+Tensor backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayRef input_size,
+                      IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation) {
+  check_floating(grad_output, "grad_output");
+  check_same_device_dtype(grad_output, "grad_output", weight, "weight");
+  const c10::MemoryFormat fmt = kernel_memory_format(grad_output);
+  const DepthwiseParams p = make_params(input_size, weight.sizes(), stride, padding, dilation,
+                                        fmt == c10::MemoryFormat::ChannelsLast);
+  check_grad_output(grad_output, p);
+  const Tensor g = grad_output.contiguous(fmt);
+  Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(fmt));
+  if (grad_input.numel() == 0) return grad_input;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(),
+                                  "fastdw_depthwise_backward_input_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Tensor w = packed_weight(weight, p, c10::CppTypeToScalarType<acc_t>::value);
+    const scalar_t* g_ptr = g.const_data_ptr<scalar_t>();
+    const acc_t* w_ptr = w.const_data_ptr<acc_t>();
+    scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
+    const int64_t work = p.out_w * p.taps() * p.multiplier / std::max<int64_t>(1, p.stride_h);
+    if (p.channels_last) {
+      at::parallel_for(0, p.batch * p.in_h, grain_for(work * p.in_channels),
+                       [&](int64_t begin, int64_t end) {
+                         backward_input_nhwc<scalar_t, acc_t>(p, g_ptr, w_ptr, gi_ptr, begin, end);
+                       });
+    } else {
+      at::parallel_for(0, p.batch * p.in_channels * p.in_h, grain_for(work),
+                       [&](int64_t begin, int64_t end) {
+                         backward_input_nchw<scalar_t, acc_t>(p, g_ptr, w_ptr, gi_ptr, begin, end);
+                       });
+    }
+  });
+  return grad_input;
+}
+
+std::tuple<Tensor, Tensor> backward_weight(const Tensor& grad_output, const Tensor& input,
+                                           IntArrayRef weight_size, IntArrayRef stride,
+                                           IntArrayRef padding, IntArrayRef dilation) {
+  check_floating(input, "input");
+  check_same_device_dtype(input, "input", grad_output, "grad_output");
+  TORCH_CHECK(input.dim() == 4, "fastdw: input must be 4-D (N, C, H, W), got ", input.dim(), "-D");
+  const c10::MemoryFormat fmt = kernel_memory_format(input);
+  const DepthwiseParams p = make_params(input.sizes(), weight_size, stride, padding, dilation,
+                                        fmt == c10::MemoryFormat::ChannelsLast);
+  check_grad_output(grad_output, p);
+  const Tensor x = input.contiguous(fmt);
+  const Tensor g = grad_output.contiguous(fmt);
+  const auto f64 = input.options().dtype(at::kDouble);
+  Tensor gw = at::zeros({p.out_channels, p.taps()}, f64);
+  Tensor gb = at::zeros({p.out_channels}, f64);
+  if (grad_output.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(),
+                                    "fastdw_depthwise_backward_weight_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const scalar_t* g_ptr = g.const_data_ptr<scalar_t>();
+      const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
+      double* gw_ptr = gw.mutable_data_ptr<double>();
+      double* gb_ptr = gb.mutable_data_ptr<double>();
+      const int64_t per_channel = p.batch * p.out_h * p.out_w * (p.taps() + 1);
+      if (p.channels_last) {
+        const int64_t rows_per_chunk = backward_weight_nhwc_rows_per_chunk(p);
+        const int64_t chunks = (p.batch * p.out_h + rows_per_chunk - 1) / rows_per_chunk;
+        Tensor partial = at::empty({chunks, p.taps() + 1, p.out_channels},
+                                   input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+        acc_t* part_ptr = partial.mutable_data_ptr<acc_t>();
+        at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+          backward_weight_nhwc_partials<scalar_t, acc_t>(p, g_ptr, x_ptr, rows_per_chunk,
+                                                         part_ptr, begin, end);
+        });
+        at::parallel_for(0, p.out_channels, grain_for(chunks * (p.taps() + 1)),
+                         [&](int64_t begin, int64_t end) {
+                           backward_weight_nhwc_reduce<acc_t>(p, part_ptr, chunks, gw_ptr,
+                                                              gb_ptr, begin, end);
+                         });
+      } else {
+        at::parallel_for(0, p.out_channels, grain_for(per_channel), [&](int64_t begin, int64_t end) {
+          backward_weight_nchw<scalar_t>(p, g_ptr, x_ptr, gw_ptr, gb_ptr, begin, end);
+        });
+      }
+    });
+  }
+  return {gw.to(input.scalar_type()).reshape(weight_size), gb.to(input.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastdw, CPU, m) {
+  m.impl("depthwise_conv2d", &forward);
+  m.impl("depthwise_conv2d_backward_input", &backward_input);
+  m.impl("depthwise_conv2d_backward_weight", &backward_weight);
+}
+
+}  // namespace cpu
+}  // namespace fastdw
