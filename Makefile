@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine:
+#   make bench   builds fastdw and runs the benchmark on this machine's default device
+#   make test    builds fastdw and runs the test suite
+# Both create .venv and install requirements.txt first (idempotent).
+PYTHON_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: venv build test bench clean
+
+$(VENV)/.requirements-installed: requirements.txt
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install "setuptools>=69" wheel
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.requirements-installed
+
+build: venv
+	$(PY) -m pip install --no-build-isolation --no-deps -e .
+
+test: build
+	$(PY) -m pytest tests -q
+
+bench: build
+	$(PY) -m fastdw bench
+
+clean:
+	rm -rf build *.egg-info fastdw/_C*.so

@@ -1,0 +1,227 @@
+"""The CPU kernels vs the float64 F.conv2d reference: gradcheck, dtypes, layouts, opcheck,
+torch.compile, random configs."""
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+import fastdw
+from fastdw import reference
+from tests.configs import CONFIGS, Conv, assert_close_to_reference
+
+LAYOUTS = ["nchw", "channels_last"]
+
+
+def _layout(x, layout):
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
+def _poison_allocator(*shapes, dtype):
+    # Freed NaN-filled blocks tend to be handed back to the next allocation of the same size, so
+    # a kernel that leaves an element unwritten shows it as NaN instead of a plausible value.
+    for shape in shapes:
+        torch.full(shape, float("nan"), dtype=dtype)
+
+
+def _check_against_reference(cfg, dtype, layout):
+    x, w, b = cfg.make(dtype=dtype, channels_last=(layout == "channels_last"), requires_grad=True)
+    x64, w64, b64 = (None if t is None else t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = reference.depthwise_conv2d(x64, w64, b64, **cfg.conv_args)
+    _poison_allocator(ref.shape, x.shape, dtype=dtype)
+    out = fastdw.depthwise_conv2d(x, w, b, **cfg.conv_args)
+    assert out.dtype == dtype
+    assert out.stride() == ref.stride(), (
+        f"{cfg} {layout}: output strides {out.stride()} differ from F.conv2d's {ref.stride()}")
+    assert_close_to_reference(out, ref, dtype, f"{cfg} {layout} forward")
+    grad = torch.randn(ref.shape, dtype=torch.float64)
+    ref.backward(grad)
+    out.backward(_layout(grad.to(dtype), layout))
+    assert_close_to_reference(x.grad, x64.grad, dtype, f"{cfg} {layout} grad_input")
+    # A weight-gradient sum runs over N*OH*OW terms: scale its tolerance with that length.
+    terms = (cfg.n * ref.shape[2] * ref.shape[3]) ** 0.5
+    scale = max(1.0, w64.grad.abs().max().item(), terms)
+    assert_close_to_reference(w.grad, w64.grad, dtype, f"{cfg} {layout} grad_weight", scale)
+    if b is not None:
+        scale = max(1.0, b64.grad.abs().max().item(), terms)
+        assert_close_to_reference(b.grad, b64.grad, dtype, f"{cfg} {layout} grad_bias", scale)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
+def test_gradcheck_float64(cfg, layout):
+    x, w, b = cfg.make(channels_last=(layout == "channels_last"), requires_grad=True)
+    inputs = (x, w) if b is None else (x, w, b)
+
+    def fn(x, w, b=None):
+        return fastdw.depthwise_conv2d(x, w, b, **cfg.conv_args)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[6], CONFIGS[11], CONFIGS[10]], ids=str)
+def test_gradgradcheck_float64(cfg):
+    x, w, b = cfg.make(requires_grad=True)
+    inputs = (x, w) if b is None else (x, w, b)
+
+    def fn(x, w, b=None):
+        return fastdw.depthwise_conv2d(x, w, b, **cfg.conv_args)
+
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
+def test_matches_reference(cfg, layout, dtype):
+    _check_against_reference(cfg, dtype, layout)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cfg", [Conv(2, 32, 28, 28), Conv(1, 16, 33, 31, kh=7, kw=7, padding=(3, 3)),
+                                 Conv(2, 24, 30, 30, stride=(2, 2), m=2)], ids=str)
+def test_matches_reference_larger(cfg, dtype):
+    for layout in LAYOUTS:
+        _check_against_reference(cfg, dtype, layout)
+
+
+def _noncontiguous_variants(cfg):
+    x, w, b = cfg.make()
+    wide = torch.randn(cfg.n, cfg.c, cfg.h, 2 * cfg.w, dtype=torch.float64)[..., ::2]
+    wide.copy_(x)
+    yield "sliced_w", wide
+    nhwc = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    yield "permuted_nhwc", nhwc
+    chans = torch.randn(cfg.n, 2 * cfg.c, cfg.h, cfg.w, dtype=torch.float64)[:, ::2]
+    chans.copy_(x)
+    yield "strided_channels", chans
+    swapped = x.transpose(2, 3).contiguous().transpose(2, 3)
+    yield "transposed_hw", swapped
+
+
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[6], CONFIGS[12]], ids=str)
+def test_noncontiguous_inputs(cfg):
+    _, w, b = cfg.make()
+    for name, x in _noncontiguous_variants(cfg):
+        assert not x.is_contiguous() or name == "permuted_nhwc"
+        xr = x.clone().requires_grad_()
+        ref = reference.depthwise_conv2d(xr, w, b, **cfg.conv_args)
+        xf = x.detach().requires_grad_()
+        out = fastdw.depthwise_conv2d(xf, w, b, **cfg.conv_args)
+        assert_close_to_reference(out, ref, torch.float64, f"{cfg} {name}")
+        g = torch.randn_like(ref)
+        ref.backward(g)
+        out.backward(g)
+        assert_close_to_reference(xf.grad, xr.grad, torch.float64, f"{cfg} {name} grad_input")
+    # Non-contiguous weight and bias, and a non-contiguous grad_output.
+    x, _, _ = cfg.make()
+    w_nc = torch.randn(w.shape[0], 1, w.shape[3], w.shape[2], dtype=torch.float64).transpose(2, 3)
+    w_nc.copy_(w)
+    assert_close_to_reference(fastdw.depthwise_conv2d(x, w_nc, b, **cfg.conv_args),
+                              reference.depthwise_conv2d(x, w, b, **cfg.conv_args),
+                              torch.float64, f"{cfg} non-contiguous weight")
+
+
+@pytest.mark.parametrize("padding,stride,kernel,dilation", [
+    ("same", 1, (3, 3), 1), ("same", 1, (4, 4), 1), ("same", 1, (2, 5), (1, 2)),
+    ("valid", 1, (3, 3), 1), ("valid", (2, 1), (3, 5), 1)])
+def test_string_padding(padding, stride, kernel, dilation):
+    x = torch.randn(2, 3, 9, 10, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 1, *kernel, dtype=torch.float64, requires_grad=True)
+    out = fastdw.depthwise_conv2d(x, w, None, stride, padding, dilation)
+    ref = reference.depthwise_conv2d(x, w, None, stride, padding, dilation)
+    assert_close_to_reference(out, ref, torch.float64, f"padding={padding}")
+    assert torch.autograd.gradcheck(
+        lambda x, w: fastdw.depthwise_conv2d(x, w, None, stride, padding, dilation), (x, w))
+
+
+def test_unbatched_input():
+    x = torch.randn(4, 7, 8, dtype=torch.float64)
+    w = torch.randn(4, 1, 3, 3, dtype=torch.float64)
+    out = fastdw.depthwise_conv2d(x, w, padding=1)
+    assert out.shape == (4, 7, 8)
+    assert_close_to_reference(out, reference.depthwise_conv2d(x, w, padding=1), torch.float64,
+                              "unbatched")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_empty_batch(layout):
+    x = _layout(torch.randn(0, 3, 8, 8), layout).requires_grad_()
+    w = torch.randn(6, 1, 3, 3, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    out = fastdw.depthwise_conv2d(x, w, b, padding=1)
+    ref = reference.depthwise_conv2d(x, w, b, padding=1)
+    assert out.shape == ref.shape == (0, 6, 8, 8)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_deterministic(layout):
+    cfg = Conv(3, 16, 20, 18, kh=5, kw=5, padding=(2, 2), m=2)
+    results = []
+    for _ in range(2):
+        x, w, b = cfg.make(dtype=torch.float32, channels_last=(layout == "channels_last"),
+                           requires_grad=True)
+        out = fastdw.depthwise_conv2d(x, w, b, **cfg.conv_args)
+        out.backward(torch.ones_like(out))
+        results.append([out.detach(), x.grad, w.grad, b.grad])
+    for a, b_ in zip(*results):
+        assert torch.equal(a, b_)
+
+
+_OPCHECK_CONFIGS = [CONFIGS[0], CONFIGS[6], CONFIGS[11], CONFIGS[18]]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("cfg", _OPCHECK_CONFIGS, ids=str)
+def test_opcheck(cfg, layout):
+    x, w, b = cfg.make(dtype=torch.float32, channels_last=(layout == "channels_last"),
+                       requires_grad=True)
+    args = (cfg.stride, cfg.padding, cfg.dilation)
+    torch.library.opcheck(torch.ops.fastdw.depthwise_conv2d, (x, w, b) + tuple(map(list, args)))
+    out = torch.ops.fastdw.depthwise_conv2d(x, w, b, *map(list, args)).detach()
+    g = torch.randn_like(out)
+    torch.library.opcheck(torch.ops.fastdw.depthwise_conv2d_backward_input,
+                          (g, w.detach(), list(x.shape)) + tuple(map(list, args)))
+    torch.library.opcheck(torch.ops.fastdw.depthwise_conv2d_backward_weight,
+                          (g, x.detach(), list(w.shape)) + tuple(map(list, args)))
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    cfg = Conv(2, 8, 12, 12, m=2)
+    x, w, b = cfg.make(dtype=torch.float32, requires_grad=True)
+
+    def block(x, w, b):
+        return torch.relu(fastdw.depthwise_conv2d(x, w, b, stride=1, padding=1)) * 2
+
+    compiled = torch.compile(block, fullgraph=True, backend="inductor")
+    out = compiled(x, w, b)
+    ref = block(x, w, b)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
+    out.sum().backward()
+    gx, gw = x.grad.clone(), w.grad.clone()
+    x.grad = w.grad = b.grad = None
+    ref.sum().backward()
+    assert torch.allclose(gx, x.grad, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(gw, w.grad, rtol=1e-4, atol=1e-4)
+
+
+@st.composite
+def _random_conv(draw):
+    kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, kh + 1)), draw(st.integers(0, kw + 1))
+    # Smallest input the dilated kernel fits in, then a little more.
+    h = max(1, dh * (kh - 1) + 1 - 2 * ph) + draw(st.integers(0, 9))
+    w = max(1, dw * (kw - 1) + 1 - 2 * pw) + draw(st.integers(0, 9))
+    return Conv(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 5)), h=h, w=w, kh=kh, kw=kw,
+                m=draw(st.integers(1, 3)), stride=(sh, sw), padding=(ph, pw),
+                dilation=(dh, dw), bias=draw(st.booleans()))
+
+
+@given(cfg=_random_conv(), layout=st.sampled_from(LAYOUTS),
+       dtype=st.sampled_from([torch.float64, torch.float32, torch.bfloat16]))
+def test_random_configs(cfg, layout, dtype):
+    _check_against_reference(cfg, dtype, layout)
