@@ -72,12 +72,12 @@ else:
 if mode == "1" and not build_cuda:
     raise RuntimeError(f"FASTDW_CUDA=1 but the CUDA kernels cannot be built: {why}")
 
-cpu_sources = ["csrc/ops.cpp"] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+cpu_sources = ["csrc/module.cpp", "csrc/ops.cpp"] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
 opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
 # -fopenmp-simd: `omp simd` hints for vectorised reductions without linking an OpenMP runtime
 # (threads come from ATen's at::parallel_for, so torch.set_num_threads governs them).
 # No -std flag: torch.utils.cpp_extension picks the standard its headers need (C++20 in 2.14).
-cxx_flags = opt + ["-fopenmp-simd", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
+cxx_flags = opt + ["-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-Wall", "-Wno-unknown-pragmas"]
 include_dirs = [os.path.join(ROOT, "csrc")]
 
 if build_cuda:

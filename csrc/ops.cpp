@@ -1,12 +1,5 @@
 // The op schemas, and nothing else: each device registers its kernels in its own file.
-#include <Python.h>
 #include <torch/library.h>
-
-// Importing fastdw._C loads this library, whose static initialisers register the ops.
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
 
 TORCH_LIBRARY(fastdw, m) {
   m.def(

@@ -7,6 +7,9 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include <optional>
+#include <utility>
+
 #include "cpu/kernels.h"
 #include "depthwise_args.h"
 
@@ -41,14 +44,25 @@ void check_grad_output(const Tensor& grad_output, const DepthwiseParams& p) {
               p.out_h, ", ", p.out_w, "), got ", grad_output.sizes());
 }
 
-Tensor forward(const Tensor& input, const Tensor& weight, const std::optional<Tensor>& bias,
-               IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation) {
-  const DepthwiseParams p = check_forward(input, weight, bias, stride, padding, dilation);
-  const Tensor x = input.contiguous(layout_of(p));
-  Tensor out = at::empty({p.batch, p.out_channels, p.out_h, p.out_w},
-                         input.options().memory_format(layout_of(p)));
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(),
+// With stride 1, multiplier 1 and padding <= dilation*(k-1), grad_input is the forward conv of
+// grad_output with the flipped kernel and padding dilation*(k-1) - padding. Returns its Params.
+std::optional<DepthwiseParams> backward_input_as_forward(const DepthwiseParams& p) {
+  if (p.stride_h != 1 || p.stride_w != 1 || p.multiplier != 1) return std::nullopt;
+  const int64_t pad_h = p.dilation_h * (p.kernel_h - 1) - p.pad_h;
+  const int64_t pad_w = p.dilation_w * (p.kernel_w - 1) - p.pad_w;
+  if (pad_h < 0 || pad_w < 0) return std::nullopt;
+  DepthwiseParams q = p;
+  std::swap(q.in_h, q.out_h);
+  std::swap(q.in_w, q.out_w);
+  q.pad_h = pad_h;
+  q.pad_w = pad_w;
+  return q;
+}
+
+// Runs the forward kernels for Params p on dense tensors x (input) and out (output).
+Tensor forward_into(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                    const DepthwiseParams& p, Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fastdw_depthwise_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
@@ -58,19 +72,34 @@ Tensor forward(const Tensor& input, const Tensor& weight, const std::optional<Te
     const acc_t* w_ptr = w.const_data_ptr<acc_t>();
     const acc_t* b_ptr = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+    const bool avx2 = active_isa() == Isa::kAvx2;
     if (p.channels_last) {
+      const auto kernel = avx2 ? avx2::forward_nhwc<scalar_t, acc_t>
+                               : generic::forward_nhwc<scalar_t, acc_t>;
       at::parallel_for(0, p.batch * p.out_h, grain_for(p.out_w * p.out_channels * p.taps()),
                        [&](int64_t begin, int64_t end) {
-                         forward_nhwc<scalar_t, acc_t>(p, x_ptr, w_ptr, b_ptr, out_ptr, begin, end);
+                         kernel(p, x_ptr, w_ptr, b_ptr, out_ptr, begin, end);
                        });
     } else {
-      at::parallel_for(0, p.batch * p.out_channels * p.out_h, grain_for(p.out_w * p.taps()),
+      const auto kernel = avx2 ? avx2::forward_nchw<scalar_t, acc_t>
+                               : generic::forward_nchw<scalar_t, acc_t>;
+      at::parallel_for(0, p.batch * p.in_channels,
+                       grain_for(p.out_h * p.out_w * p.multiplier * p.taps()),
                        [&](int64_t begin, int64_t end) {
-                         forward_nchw<scalar_t, acc_t>(p, x_ptr, w_ptr, b_ptr, out_ptr, begin, end);
+                         kernel(p, x_ptr, w_ptr, b_ptr, out_ptr, begin, end);
                        });
     }
   });
   return out;
+}
+
+Tensor forward(const Tensor& input, const Tensor& weight, const std::optional<Tensor>& bias,
+               IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation) {
+  const DepthwiseParams p = check_forward(input, weight, bias, stride, padding, dilation);
+  Tensor out = at::empty({p.batch, p.out_channels, p.out_h, p.out_w},
+                         input.options().memory_format(layout_of(p)));
+  if (out.numel() == 0) return out;
+  return forward_into(input.contiguous(layout_of(p)), weight, bias, p, out);
 }
 
 Tensor backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayRef input_size,
@@ -84,6 +113,11 @@ Tensor backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayR
   const Tensor g = grad_output.contiguous(fmt);
   Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(fmt));
   if (grad_input.numel() == 0) return grad_input;
+  if (grad_output.numel() == 0) return grad_input.zero_();
+  if (const auto as_conv = backward_input_as_forward(p)) {
+    // A plain conv of grad_output with the flipped kernel: reuse the forward kernels.
+    return forward_into(g, weight.flip({2, 3}), std::nullopt, *as_conv, grad_input);
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(),
                                   "fastdw_depthwise_backward_input_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -91,16 +125,21 @@ Tensor backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayR
     const scalar_t* g_ptr = g.const_data_ptr<scalar_t>();
     const acc_t* w_ptr = w.const_data_ptr<acc_t>();
     scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
-    const int64_t work = p.out_w * p.taps() * p.multiplier / std::max<int64_t>(1, p.stride_h);
+    const int64_t row_work = p.out_w * p.taps() * p.multiplier / p.stride_h;
+    const bool avx2 = active_isa() == Isa::kAvx2;
     if (p.channels_last) {
-      at::parallel_for(0, p.batch * p.in_h, grain_for(work * p.in_channels),
+      const auto kernel = avx2 ? avx2::backward_input_nhwc<scalar_t, acc_t>
+                               : generic::backward_input_nhwc<scalar_t, acc_t>;
+      at::parallel_for(0, p.batch * p.in_h, grain_for(row_work * p.in_channels),
                        [&](int64_t begin, int64_t end) {
-                         backward_input_nhwc<scalar_t, acc_t>(p, g_ptr, w_ptr, gi_ptr, begin, end);
+                         kernel(p, g_ptr, w_ptr, gi_ptr, begin, end);
                        });
     } else {
-      at::parallel_for(0, p.batch * p.in_channels * p.in_h, grain_for(work),
+      const auto kernel = avx2 ? avx2::backward_input_nchw<scalar_t, acc_t>
+                               : generic::backward_input_nchw<scalar_t, acc_t>;
+      at::parallel_for(0, p.batch * p.in_channels, grain_for(row_work * p.in_h),
                        [&](int64_t begin, int64_t end) {
-                         backward_input_nchw<scalar_t, acc_t>(p, g_ptr, w_ptr, gi_ptr, begin, end);
+                         kernel(p, g_ptr, w_ptr, gi_ptr, begin, end);
                        });
     }
   });
@@ -130,25 +169,30 @@ std::tuple<Tensor, Tensor> backward_weight(const Tensor& grad_output, const Tens
       const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
       double* gw_ptr = gw.mutable_data_ptr<double>();
       double* gb_ptr = gb.mutable_data_ptr<double>();
-      const int64_t per_channel = p.batch * p.out_h * p.out_w * (p.taps() + 1);
+      const int64_t per_channel = p.batch * p.out_h * p.out_w * (p.taps() + 1) * p.multiplier;
+      const bool avx2 = active_isa() == Isa::kAvx2;
       if (p.channels_last) {
         const int64_t rows_per_chunk = backward_weight_nhwc_rows_per_chunk(p);
         const int64_t chunks = (p.batch * p.out_h + rows_per_chunk - 1) / rows_per_chunk;
         Tensor partial = at::empty({chunks, p.taps() + 1, p.out_channels},
                                    input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
         acc_t* part_ptr = partial.mutable_data_ptr<acc_t>();
+        const auto partials = avx2 ? avx2::backward_weight_nhwc_partials<scalar_t, acc_t>
+                                   : generic::backward_weight_nhwc_partials<scalar_t, acc_t>;
+        const auto reduce = avx2 ? avx2::backward_weight_nhwc_reduce<acc_t>
+                                 : generic::backward_weight_nhwc_reduce<acc_t>;
         at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-          backward_weight_nhwc_partials<scalar_t, acc_t>(p, g_ptr, x_ptr, rows_per_chunk,
-                                                         part_ptr, begin, end);
+          partials(p, g_ptr, x_ptr, rows_per_chunk, part_ptr, begin, end);
         });
         at::parallel_for(0, p.out_channels, grain_for(chunks * (p.taps() + 1)),
                          [&](int64_t begin, int64_t end) {
-                           backward_weight_nhwc_reduce<acc_t>(p, part_ptr, chunks, gw_ptr,
-                                                              gb_ptr, begin, end);
+                           reduce(p, part_ptr, chunks, gw_ptr, gb_ptr, begin, end);
                          });
       } else {
-        at::parallel_for(0, p.out_channels, grain_for(per_channel), [&](int64_t begin, int64_t end) {
-          backward_weight_nchw<scalar_t>(p, g_ptr, x_ptr, gw_ptr, gb_ptr, begin, end);
+        const auto kernel = avx2 ? avx2::backward_weight_nchw<scalar_t, acc_t>
+                                 : generic::backward_weight_nchw<scalar_t, acc_t>;
+        at::parallel_for(0, p.in_channels, grain_for(per_channel), [&](int64_t begin, int64_t end) {
+          kernel(p, g_ptr, x_ptr, gw_ptr, gb_ptr, begin, end);
         });
       }
     });
