@@ -1,0 +1,352 @@
+"""fastdw.depthwise_separable_conv2d vs the float64 reference: the fused Triton kernels (on GPU, or
+on CPU under the Triton interpreter) and the composed path; forward and every gradient.
+
+Interpreter mode: TRITON_INTERPRET=1 must be set before fastdw.triton creates its kernels. With no
+GPU, this module sets it only while importing fastdw.triton, then restores the environment; each
+Triton test sets it again with monkeypatch (backend selection reads it at call time), so other
+test modules see the environment they were given. If fastdw.triton had already been imported
+without it (compiled kernels, no GPU), the in-process Triton tests skip and
+test_triton_suite_in_subprocess reruns them in a fresh interpreter with TRITON_INTERPRET=1.
+"""
+import dataclasses
+import os
+import subprocess
+import sys
+import zlib
+
+import pytest
+import torch
+
+import fastdw
+from fastdw import reference
+from fastdw.separable import backend_for, depthwise_separable_conv2d
+from tests.configs import Conv, assert_close_to_reference
+
+HAS_CUDA = torch.cuda.is_available()
+_saved_env = os.environ.get("TRITON_INTERPRET")
+if not HAS_CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+try:
+    import fastdw.triton as fused
+finally:
+    if _saved_env is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = _saved_env
+
+LAYOUTS = ["nchw", "channels_last"]
+GRAD_NAMES = ("input", "dw_weight", "dw_bias", "pw_weight", "pw_bias")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sep:
+    conv: Conv
+    c_out: int
+    activation: object = "relu"
+    pw_bias: bool = True
+
+    def __str__(self):
+        return f"{self.conv}_o{self.c_out}_{self.activation}{'_pb' if self.pw_bias else ''}"
+
+    def make(self, dtype, device, channels_last=False):
+        """(input, dw_weight, dw_bias, pw_weight, pw_bias), leaves that require grad."""
+        g = torch.Generator().manual_seed(zlib.crc32(str(self).encode()))
+        x, w, b = self.conv.make(generator=g)
+        pw = torch.randn(self.c_out, self.conv.c * self.conv.m, 1, 1, generator=g,
+                         dtype=torch.float64) / self.conv.c ** 0.5
+        pb = torch.randn(self.c_out, generator=g, dtype=torch.float64) if self.pw_bias else None
+        out = [None if t is None else t.to(device, dtype) for t in (x, w, b, pw, pb)]
+        if channels_last:
+            out[0] = out[0].contiguous(memory_format=torch.channels_last)
+        return [None if t is None else t.requires_grad_() for t in out]
+
+    @property
+    def conv_args(self):
+        return dict(activation=self.activation, **self.conv.conv_args)
+
+
+s2 = (2, 2)
+CONFIGS = [
+    Sep(Conv(2, 8, 7, 7), 12, "relu"),                                          # 3x3
+    Sep(Conv(1, 16, 9, 9, kh=5, kw=5, padding=(2, 2)), 8, "gelu"),              # 5x5
+    Sep(Conv(1, 4, 9, 8, kh=7, kw=7, padding=(3, 3), bias=False), 16, "relu6",  # 7x7, no biases
+        pw_bias=False),
+    Sep(Conv(2, 6, 9, 9, stride=s2), 5, None),                                  # stride 2
+    Sep(Conv(1, 5, 8, 9, dilation=s2, padding=s2), 20, "relu"),      # dilation; 2 C_out tiles
+    Sep(Conv(1, 20, 6, 7, kh=3, kw=5, stride=(2, 1), padding=(0, 2)), 4, "gelu"),  # 2 C_in chunks
+    Sep(Conv(1, 3, 6, 6, padding=(3, 3)), 6, "relu6", pw_bias=False),           # padding > k/2
+    Sep(Conv(1, 2, 9, 9, kh=9, kw=9, padding=(4, 4)), 3, "none"),               # 9x9 (row loop)
+]
+HALF_CONFIGS = [CONFIGS[1], CONFIGS[5]]
+
+
+def _reference(args, conv_args):
+    """Float64 forward of the reference with float64 leaves, and those leaves."""
+    leaves = [None if t is None else t.detach().double().requires_grad_() for t in args]
+    return reference.depthwise_separable_conv2d(*leaves, **conv_args), leaves
+
+
+def _check(cfg, dtype, device, layout, tolerance_dtype=None):
+    """Forward and all gradients vs float64; returns the output and gradients."""
+    channels_last = layout == "channels_last"
+    args = cfg.make(dtype, device, channels_last)
+    out = depthwise_separable_conv2d(*args, **cfg.conv_args)
+    ref, leaves = _reference(args, cfg.conv_args)
+    tol = tolerance_dtype or dtype
+    what = f"{cfg} {layout} {dtype}"
+    assert out.dtype == dtype
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert out.is_contiguous(memory_format=fmt), f"{what}: output strides {out.stride()}"
+    assert_close_to_reference(out, ref, tol, f"{what} forward")
+
+    grad = torch.randn(ref.shape, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(1))
+    ref.backward(grad)
+    out.backward(grad.to(device, dtype).contiguous(memory_format=fmt))
+    # Weight and bias gradients sum over N*OH*OW pixels: scale their tolerance with the length.
+    terms = (ref.shape[0] * ref.shape[2] * ref.shape[3]) ** 0.5
+    for name, t, t64 in zip(GRAD_NAMES, args, leaves):
+        if t is None:
+            continue
+        scale = None if name == "input" else max(1.0, t64.grad.abs().max().item(), terms)
+        assert_close_to_reference(t.grad, t64.grad, tol, f"{what} grad {name}", scale)
+    return out, [None if t is None else t.grad for t in args]
+
+
+# ---- the fused Triton path ---------------------------------------------------------------
+
+@pytest.fixture(params=["cuda"] if HAS_CUDA else ["cpu"])
+def triton_device(request, monkeypatch):
+    """'cuda' on a GPU; without one, 'cpu' with the interpreted kernels."""
+    if request.param == "cuda":
+        # Strict fp32: test_tf32 covers TF32.
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    else:
+        if not fused.INTERPRETED:
+            pytest.skip("fastdw.triton was imported without TRITON_INTERPRET=1; "
+                        "test_triton_suite_in_subprocess runs these tests")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    return request.param
+
+
+def _assert_fused(cfg, device, dtype=torch.float32):
+    x, w = cfg.make(dtype, device)[:2]
+    backend, why = backend_for(x, w)
+    assert backend == "triton", why
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
+def test_fused_matches_reference(cfg, layout, triton_device):
+    _assert_fused(cfg, triton_device)
+    _check(cfg, torch.float32, triton_device, layout)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("cfg", HALF_CONFIGS, ids=str)
+def test_fused_half(cfg, layout, dtype, triton_device):
+    _assert_fused(cfg, triton_device, dtype)
+    _check(cfg, dtype, triton_device, layout)
+
+
+def test_tf32(triton_device, monkeypatch):
+    """fp32 follows torch.backends.cudnn.allow_tf32: with it on, TF32 accuracy (about fp16's)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    _check(CONFIGS[1], torch.float32, triton_device, "nchw", tolerance_dtype=torch.float16)
+
+
+def test_pointwise_grad_pixel_splits(triton_device, monkeypatch):
+    """The pointwise weight gradient reduces over pixel splits: several, the last one ragged."""
+    from fastdw.triton import separable
+    monkeypatch.setattr(separable, "_PW_GRAD_PIXELS_PER_SPLIT", 20)
+    cfg = CONFIGS[0]  # 98 output pixels -> 5 splits of 20 (the last has 18)
+    assert separable._pw_grad_splits(98) == (5, 20)
+    _check(cfg, torch.float32, triton_device, "channels_last")
+
+
+def test_deterministic(triton_device):
+    cfg = CONFIGS[4]
+    first = _check(cfg, torch.float32, triton_device, "nchw")
+    second = _check(cfg, torch.float32, triton_device, "nchw")
+    for a, b in zip([first[0]] + first[1], [second[0]] + second[1]):
+        assert torch.equal(a, b)
+
+
+def test_partial_grads_and_2d_pw_weight(triton_device):
+    """Only some inputs require grad; pw_weight given as (C_out, C_in)."""
+    cfg = CONFIGS[1]
+    x, w, b, pw, pb = cfg.make(torch.float32, triton_device)
+    w.requires_grad_(False)
+    pb.requires_grad_(False)
+    pw2 = pw.detach().reshape(pw.shape[:2]).requires_grad_()
+    out = depthwise_separable_conv2d(x, w, b, pw2, pb, **cfg.conv_args)
+    leaves = [t.detach().double().requires_grad_() for t in (x, w, b, pw2, pb)]
+    x64, w64, b64, pw64, pb64 = leaves
+    ref = reference.depthwise_separable_conv2d(x64, w64, b64, pw64[:, :, None, None], pb64,
+                                               **cfg.conv_args)
+    assert_close_to_reference(out, ref, torch.float32, "forward")
+    grads = torch.autograd.grad(out.sum(), (x, b, pw2))
+    refs = torch.autograd.grad(ref.sum(), (x64, b64, pw64))
+    for name, g, r in zip(("input", "dw_bias", "pw_weight"), grads, refs):
+        assert_close_to_reference(g, r.reshape(g.shape), torch.float32, f"grad {name}",
+                                  max(1.0, r.abs().max().item()))
+
+
+def test_same_padding_and_unbatched(triton_device):
+    """padding='same' with an even kernel (one extra row/column after) on a (C, H, W) input."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 7, 8, generator=g).to(triton_device).requires_grad_()
+    w = torch.randn(6, 1, 4, 4, generator=g).to(triton_device).requires_grad_()
+    pw = torch.randn(5, 6, 1, 1, generator=g).to(triton_device).requires_grad_()
+    assert backend_for(x[None], w)[0] == "triton"
+    out = depthwise_separable_conv2d(x, w, None, pw, None, padding="same", activation="gelu")
+    x64, w64, pw64 = (t.detach().double().requires_grad_() for t in (x, w, pw))
+    # 'same' for k=4: 1 before, 2 after.
+    mid = torch.nn.functional.conv2d(torch.nn.functional.pad(x64, (1, 2, 1, 2)), w64, groups=6)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.gelu(mid), pw64)
+    assert_close_to_reference(out, ref, torch.float32, "forward")
+    out.sum().backward()
+    ref.sum().backward()
+    for name, t, t64 in (("input", x, x64), ("dw_weight", w, w64), ("pw_weight", pw, pw64)):
+        assert_close_to_reference(t.grad, t64.grad, torch.float32, f"grad {name}",
+                                  max(1.0, t64.grad.abs().max().item()))
+
+
+@pytest.mark.parametrize("case", ["depth_multiplier_2", "float64"])
+def test_unsupported_falls_back_to_composed(case, triton_device):
+    if case == "float64":
+        cfg, dtype = CONFIGS[0], torch.float64
+    else:
+        cfg, dtype = Sep(Conv(1, 3, 6, 7, m=2), 4, "relu6"), torch.float32
+    x, w = cfg.make(dtype, triton_device)[:2]
+    backend, why = backend_for(x, w)
+    assert backend == "composed" and ("depth multiplier" in why or "float64" in why), why
+    _check(cfg, dtype, triton_device, "nchw")
+
+
+def test_empty_batch(triton_device):
+    cfg = CONFIGS[0]
+    x, w, b, pw, pb = cfg.make(torch.float32, triton_device)
+    x0 = x.detach()[:0].requires_grad_()
+    out = depthwise_separable_conv2d(x0, w, b, pw, pb, **cfg.conv_args)
+    assert out.shape == (0, cfg.c_out, 7, 7)
+    out.sum().backward()
+    assert x0.grad.shape == x0.shape
+    for t in (w, b, pw, pb):
+        assert torch.count_nonzero(t.grad) == 0
+
+
+def test_opcheck(triton_device):
+    cfg = Sep(Conv(1, 4, 5, 5), 6, "gelu")
+    x, w, b, pw, pb = cfg.make(torch.float32, triton_device, channels_last=True)
+    conv = [list(v) for v in cfg.conv.conv_args.values()]
+    torch.library.opcheck(torch.ops.fastdw.depthwise_separable_conv2d,
+                          (x, w, b, pw.reshape(6, 4), pb, *conv, "gelu"))
+    grad = torch.randn(1, 6, 5, 5, device=triton_device)
+    detached = [t.detach() for t in (x, w, b, pw)]
+    torch.library.opcheck(torch.ops.fastdw.depthwise_separable_conv2d_backward_mid,
+                          (grad, *detached[:3], detached[3].reshape(6, 4), *conv, "gelu"))
+    torch.library.opcheck(torch.ops.fastdw.depthwise_separable_conv2d_backward_pointwise,
+                          (grad, *detached[:3], *conv, "gelu", True))
+
+
+def test_torch_compile_fullgraph(triton_device):
+    """On GPU Inductor sees the Triton kernels (triton_op); under the interpreter the op is opaque
+    (a custom_op), so this checks tracing, fake kernels and autograd registration there."""
+    cfg = CONFIGS[0]
+    compiled = torch.compile(depthwise_separable_conv2d, fullgraph=True, backend="inductor")
+    args = cfg.make(torch.float32, triton_device, channels_last=True)
+    out = compiled(*args, **cfg.conv_args)
+    ref, leaves = _reference(args, cfg.conv_args)
+    assert_close_to_reference(out, ref, torch.float32, "compiled forward")
+    out.sum().backward()
+    ref.sum().backward()
+    for name, t, t64 in zip(GRAD_NAMES, args, leaves):
+        assert_close_to_reference(t.grad, t64.grad, torch.float32, f"compiled grad {name}",
+                                  max(1.0, t64.grad.abs().max().item()))
+
+
+@pytest.mark.skipif(HAS_CUDA or fused.INTERPRETED,
+                    reason="the Triton tests ran in this process")
+def test_triton_suite_in_subprocess():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__),
+         "-k", "not in_subprocess"],
+        cwd=root, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+# ---- the composed path (fastdw depthwise + activation + 1x1 conv) --------------------------
+
+@pytest.fixture
+def composed(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    return "cpu"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
+def test_composed_matches_reference(cfg, layout, composed):
+    x, w = cfg.make(torch.float32, "cpu")[:2]
+    assert backend_for(x, w)[0] == "composed"
+    _check(cfg, torch.float32, "cpu", layout)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_composed_half(dtype, composed):
+    _check(HALF_CONFIGS[0], dtype, "cpu", "channels_last")
+
+
+def test_composed_gradcheck_and_gradgradcheck(composed):
+    cfg = Sep(Conv(1, 3, 5, 6, stride=s2), 4, "gelu")
+    args = tuple(cfg.make(torch.float64, "cpu"))
+
+    def fn(*a):
+        return depthwise_separable_conv2d(*a, **cfg.conv_args)
+
+    assert torch.autograd.gradcheck(fn, args)
+    assert torch.autograd.gradgradcheck(fn, args)
+
+
+def test_composed_torch_compile_fullgraph(composed):
+    """aot_eager: Inductor's CPU C++ compile would add tens of seconds for nothing new here."""
+    cfg = CONFIGS[1]
+    compiled = torch.compile(depthwise_separable_conv2d, fullgraph=True, backend="aot_eager")
+    args = cfg.make(torch.float32, "cpu")
+    out = compiled(*args, **cfg.conv_args)
+    assert_close_to_reference(out, _reference(args, cfg.conv_args)[0], torch.float32, "forward")
+
+
+# ---- argument validation -----------------------------------------------------------------
+
+def _valid_args():
+    x = torch.randn(1, 4, 6, 6)
+    return [x, torch.randn(4, 1, 3, 3), torch.randn(4), torch.randn(8, 4, 1, 1), torch.randn(8)]
+
+
+@pytest.mark.parametrize("index, value, kwargs, error, match", [
+    (None, None, dict(activation="tanh"), ValueError, "activation must be None or one of"),
+    (3, torch.randn(8, 5, 1, 1), {}, ValueError, r"pw_weight must have shape \(C_out, 4, 1, 1\)"),
+    (3, torch.randn(8, 4, 3, 3), {}, ValueError, "pw_weight must have shape"),
+    (3, torch.randn(8, 4, 1, 1, dtype=torch.float64), {}, TypeError, "pw_weight has dtype"),
+    (3, [[1.0]], {}, TypeError, "pw_weight must be a torch.Tensor"),
+    (4, torch.randn(7), {}, ValueError, r"pw_bias must have shape \(8,\)"),
+    (1, torch.randn(4, 2, 3, 3), {}, ValueError, "dw_weight"),
+    (2, torch.randn(5), {}, ValueError, "bias must have shape .* dw_bias"),
+    (None, None, dict(stride=0), ValueError, "stride must be positive"),
+    (0, torch.randn(4, 6), {}, ValueError, "input must be 4-D"),
+])
+def test_validation(index, value, kwargs, error, match, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    args = _valid_args()
+    if index is not None:
+        args[index] = value
+    with pytest.raises(error, match=match):
+        depthwise_separable_conv2d(*args, **kwargs)
+
+
+def test_exported():
+    assert fastdw.depthwise_separable_conv2d is depthwise_separable_conv2d
