@@ -120,6 +120,20 @@ def test_noncontiguous_inputs(cfg):
                               torch.float64, f"{cfg} non-contiguous weight")
 
 
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[6], CONFIGS[12]], ids=str)
+def test_gradcheck_noncontiguous(cfg):
+    _, w, b = cfg.make()
+    for name, x in _noncontiguous_variants(cfg):
+        # detach() keeps the view's strides: the op still sees the non-contiguous layout.
+        x = x.detach().requires_grad_()
+        w_ = w.detach().requires_grad_()
+
+        def fn(x, w):
+            return fastdw.depthwise_conv2d(x, w, b, **cfg.conv_args)
+
+        assert torch.autograd.gradcheck(fn, (x, w)), name
+
+
 @pytest.mark.parametrize("padding,stride,kernel,dilation", [
     ("same", 1, (3, 3), 1), ("same", 1, (4, 4), 1), ("same", 1, (2, 5), (1, 2)),
     ("valid", 1, (3, 3), 1), ("valid", (2, 1), (3, 5), 1)])
