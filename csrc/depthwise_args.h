@@ -55,6 +55,18 @@ inline DepthwiseParams make_params(c10::IntArrayRef input_size, c10::IntArrayRef
   p.pad_w = padding[1];
   p.dilation_h = dilation[0];
   p.dilation_w = dilation[1];
+  TORCH_CHECK(p.batch == 0 || (p.in_h > 0 && p.in_w > 0),
+              "fastdw: input height and width must be positive for a non-empty batch, got ",
+              input_size);
+  // Sizes must stay far from int64 overflow (dilation * kernel, input + 2 * padding), as every
+  // index computed from them must.
+  constexpr int64_t kMaxExtent = int64_t(1) << 60;
+  TORCH_CHECK(p.pad_h < kMaxExtent / 4 && p.pad_w < kMaxExtent / 4 &&
+                  p.dilation_h < kMaxExtent / p.kernel_h &&
+                  p.dilation_w < kMaxExtent / p.kernel_w && p.stride_h < kMaxExtent &&
+                  p.stride_w < kMaxExtent,
+              "fastdw: stride, padding or dilation too large (stride ", stride, ", padding ",
+              padding, ", dilation ", dilation, ")");
   const int64_t eff_h = p.dilation_h * (p.kernel_h - 1) + 1;
   const int64_t eff_w = p.dilation_w * (p.kernel_w - 1) + 1;
   TORCH_CHECK(eff_h <= p.in_h + 2 * p.pad_h && eff_w <= p.in_w + 2 * p.pad_w,

@@ -5,6 +5,7 @@ kernel as a crash or a silently wrong answer.
 """
 from __future__ import annotations
 
+import operator
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -15,17 +16,32 @@ IntOrPair = Union[int, Sequence[int]]
 _FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _as_int(v):
+    """v as a Python int if it is an integer (int, NumPy integer, ...) but not a bool."""
+    if isinstance(v, (bool, torch.Tensor)):
+        return None
+    try:
+        return operator.index(v)
+    except TypeError:
+        return None
+
+
 def pair(value: IntOrPair, name: str) -> Pair:
     """An int or a 2-sequence of ints, as (h, w)."""
-    if isinstance(value, bool):
-        raise TypeError(f"fastdw: {name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, torch.Tensor) or not isinstance(value, Sequence):
-        raise TypeError(f"fastdw: {name} must be an int or a pair of ints, got {value!r}")
-    if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    single = _as_int(value)
+    if single is not None:
+        result = (single, single)
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 \
+            and all(_as_int(v) is not None for v in value):
+        result = (_as_int(value[0]), _as_int(value[1]))
+    else:
         raise TypeError(f"fastdw: {name} must be an int or a pair of ints (h, w), got {value!r}")
-    return (int(value[0]), int(value[1]))
+    if any(abs(v) > _INT64_MAX for v in result):
+        raise ValueError(f"fastdw: {name} is out of the int64 range, got {value!r}")
+    return result
 
 
 def positive_pair(value: IntOrPair, name: str) -> Pair:
@@ -92,6 +108,10 @@ def conv_args(input, weight, bias, stride, padding, dilation):
         if bias.shape != (weight.shape[0],):
             raise ValueError(
                 f"fastdw: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if input.shape[0] > 0 and (input.shape[2] == 0 or input.shape[3] == 0):
+        raise ValueError(
+            f"fastdw: input height and width must be positive for a non-empty batch (as in "
+            f"F.conv2d), got shape {tuple(input.shape)}")
     stride = positive_pair(stride, "stride")
     dilation = positive_pair(dilation, "dilation")
     kernel = (int(weight.shape[2]), int(weight.shape[3]))

@@ -38,25 +38,82 @@ def _out_size(size, kernel, stride, pad, dilation):
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
-# ---- fake (meta) kernels: shapes, dtypes and memory formats only, for torch.compile ----------
+# ---- fake (meta) kernels: shapes, dtypes and memory formats, for torch.compile -------------
+# They check what the C++ kernels check (csrc/depthwise_args.h), with the same messages, so a
+# traced or meta call fails exactly where an eager call would.
+
+def _check(cond, *msg):
+    if not cond:
+        raise RuntimeError("fastdw: " + "".join(str(m) for m in msg))
+
+
+def _check_same(a, a_name, b, b_name):
+    _check(a.device == b.device, b_name, " is on ", b.device, " but ", a_name, " is on ", a.device)
+    _check(a.dtype == b.dtype, b_name, " has dtype ", b.dtype, " but ", a_name, " has dtype ",
+           a.dtype)
+    _check(a.dtype.is_floating_point, a_name, " must be float64, float32, float16 or bfloat16, "
+           "got ", a.dtype)
+
+
+def _output_size(input_size, weight_size, stride, padding, dilation):
+    """Mirrors make_params(): validates the geometry and returns (N, C*m, OH, OW)."""
+    _check(len(input_size) == 4, "input must be 4-D (N, C, H, W), got ", len(input_size), "-D")
+    _check(len(weight_size) == 4, "weight must be 4-D (C*m, 1, kh, kw), got ", len(weight_size),
+           "-D")
+    for name, v, lo in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        _check(len(v) == 2, name, " must have 2 elements (h, w), got ", len(v))
+        _check(v[0] >= lo and v[1] >= lo, name, " must be >= ", lo, ", got (", v[0], ", ", v[1],
+               ")")
+    n, c, h, w = input_size
+    cout, one, kh, kw = weight_size
+    _check(c > 0, "input must have at least one channel")
+    _check(one == 1 and cout > 0 and cout % c == 0,
+           "weight must have shape (C*m, 1, kh, kw) with C = ", c, " input channels, got ",
+           list(weight_size))
+    _check(kh > 0 and kw > 0, "kernel size must be positive, got ", list(weight_size))
+    _check(n == 0 or (h > 0 and w > 0),
+           "input height and width must be positive for a non-empty batch, got ", list(input_size))
+    limit = 2**60
+    _check(max(padding) < limit // 4 and dilation[0] < limit // kh and dilation[1] < limit // kw
+           and max(stride) < limit, "stride, padding or dilation too large")
+    eff = [d * (k - 1) + 1 for d, k in zip(dilation, (kh, kw))]
+    _check(eff[0] <= h + 2 * padding[0] and eff[1] <= w + 2 * padding[1],
+           "dilated kernel (", eff[0], ", ", eff[1], ") is larger than the padded input (",
+           h + 2 * padding[0], ", ", w + 2 * padding[1], ")")
+    return (n, cout, _out_size(h, kh, stride[0], padding[0], dilation[0]),
+            _out_size(w, kw, stride[1], padding[1], dilation[1]))
+
+
+def _check_grad_output(grad_output, expected):
+    _check(tuple(grad_output.shape) == tuple(expected), "grad_output must have shape ",
+           tuple(expected), ", got ", tuple(grad_output.shape))
+
 
 @torch.library.register_fake("fastdw::depthwise_conv2d")
 def _(input, weight, bias, stride, padding, dilation):
-    n, _, h, w = input.shape
-    oh = _out_size(h, weight.shape[2], stride[0], padding[0], dilation[0])
-    ow = _out_size(w, weight.shape[3], stride[1], padding[1], dilation[1])
-    return input.new_empty((n, weight.shape[0], oh, ow)).contiguous(
-        memory_format=_kernel_memory_format(input))
+    _check_same(input, "input", weight, "weight")
+    if bias is not None:
+        _check_same(input, "input", bias, "bias")
+        _check(tuple(bias.shape) == (weight.shape[0],), "bias must have shape (",
+               weight.shape[0], "), got ", tuple(bias.shape))
+    size = _output_size(input.shape, weight.shape, stride, padding, dilation)
+    return input.new_empty(size).contiguous(memory_format=_kernel_memory_format(input))
 
 
 @torch.library.register_fake("fastdw::depthwise_conv2d_backward_input")
 def _(grad_output, weight, input_size, stride, padding, dilation):
+    _check_same(grad_output, "grad_output", weight, "weight")
+    _check_grad_output(grad_output,
+                       _output_size(input_size, weight.shape, stride, padding, dilation))
     return grad_output.new_empty(input_size).contiguous(
         memory_format=_kernel_memory_format(grad_output))
 
 
 @torch.library.register_fake("fastdw::depthwise_conv2d_backward_weight")
 def _(grad_output, input, weight_size, stride, padding, dilation):
+    _check_same(input, "input", grad_output, "grad_output")
+    _check_grad_output(grad_output,
+                       _output_size(input.shape, weight_size, stride, padding, dilation))
     return grad_output.new_empty(weight_size), grad_output.new_empty((weight_size[0],))
 
 

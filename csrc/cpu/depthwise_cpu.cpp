@@ -7,6 +7,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <optional>
 #include <utility>
 
@@ -44,6 +45,25 @@ void check_grad_output(const Tensor& grad_output, const DepthwiseParams& p) {
               p.out_h, ", ", p.out_w, "), got ", grad_output.sizes());
 }
 
+// The NCHW kernels copy each plane into a padded, stride-phase-split buffer. For ordinary
+// convolutions that buffer is about the size of the plane; for pathological geometry (padding
+// far beyond the input, a stride far beyond the width) it would be enormous, so those shapes
+// run on the channels_last kernels, which visit only in-bounds taps and need no such buffer.
+bool planes_fit(const DepthwiseParams& p) {
+  const double rows = double(p.in_h) + 2.0 * double(p.pad_h);
+  const double phases = double(p.stride_w);
+  const double segment = std::ceil((double(p.in_w) + 2.0 * double(p.pad_w)) / phases) + 16.0;
+  const double buffer = rows * phases * segment;
+  const double planes = double(p.in_h) * double(p.in_w) + double(p.out_h) * double(p.out_w);
+  return buffer <= 4.0 * planes + 65536.0;
+}
+
+// The same convolution, run by the channels_last kernels (on channels_last copies of the data).
+DepthwiseParams as_channels_last(DepthwiseParams p) {
+  p.channels_last = true;
+  return p;
+}
+
 // With stride 1, multiplier 1 and padding <= dilation*(k-1), grad_input is the forward conv of
 // grad_output with the flipped kernel and padding dilation*(k-1) - padding. Returns its Params.
 std::optional<DepthwiseParams> backward_input_as_forward(const DepthwiseParams& p) {
@@ -56,6 +76,7 @@ std::optional<DepthwiseParams> backward_input_as_forward(const DepthwiseParams& 
   std::swap(q.in_w, q.out_w);
   q.pad_h = pad_h;
   q.pad_w = pad_w;
+  if (!q.channels_last && !planes_fit(q)) return std::nullopt;  // e.g. huge dilation
   return q;
 }
 
@@ -99,26 +120,23 @@ Tensor forward(const Tensor& input, const Tensor& weight, const std::optional<Te
   Tensor out = at::empty({p.batch, p.out_channels, p.out_h, p.out_w},
                          input.options().memory_format(layout_of(p)));
   if (out.numel() == 0) return out;
+  if (!p.channels_last && !planes_fit(p)) {
+    const DepthwiseParams q = as_channels_last(p);
+    Tensor out_cl = at::empty(out.sizes(), out.options().memory_format(layout_of(q)));
+    forward_into(input.contiguous(layout_of(q)), weight, bias, q, out_cl);
+    return out.copy_(out_cl);
+  }
   return forward_into(input.contiguous(layout_of(p)), weight, bias, p, out);
 }
 
-Tensor backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayRef input_size,
-                      IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation) {
-  check_floating(grad_output, "grad_output");
-  check_same_device_dtype(grad_output, "grad_output", weight, "weight");
-  const c10::MemoryFormat fmt = kernel_memory_format(grad_output);
-  const DepthwiseParams p = make_params(input_size, weight.sizes(), stride, padding, dilation,
-                                        fmt == c10::MemoryFormat::ChannelsLast);
-  check_grad_output(grad_output, p);
-  const Tensor g = grad_output.contiguous(fmt);
-  Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(fmt));
-  if (grad_input.numel() == 0) return grad_input;
-  if (grad_output.numel() == 0) return grad_input.zero_();
+// Runs the backward-input kernels for Params p on dense tensors g (grad_output) and grad_input.
+Tensor backward_input_into(const Tensor& g, const Tensor& weight, const DepthwiseParams& p,
+                           Tensor& grad_input) {
   if (const auto as_conv = backward_input_as_forward(p)) {
     // A plain conv of grad_output with the flipped kernel: reuse the forward kernels.
     return forward_into(g, weight.flip({2, 3}), std::nullopt, *as_conv, grad_input);
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(),
                                   "fastdw_depthwise_backward_input_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const Tensor w = packed_weight(weight, p, c10::CppTypeToScalarType<acc_t>::value);
@@ -146,18 +164,40 @@ Tensor backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayR
   return grad_input;
 }
 
+Tensor backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayRef input_size,
+                      IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation) {
+  check_floating(grad_output, "grad_output");
+  check_same_device_dtype(grad_output, "grad_output", weight, "weight");
+  const c10::MemoryFormat fmt = kernel_memory_format(grad_output);
+  const DepthwiseParams p = make_params(input_size, weight.sizes(), stride, padding, dilation,
+                                        fmt == c10::MemoryFormat::ChannelsLast);
+  check_grad_output(grad_output, p);
+  Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(fmt));
+  if (grad_input.numel() == 0) return grad_input;
+  if (grad_output.numel() == 0) return grad_input.zero_();
+  // The NCHW paths multiply every weight by the zero padding of a plane buffer; a NaN or Inf
+  // weight would turn that into NaN where PyTorch has no contribution at all.
+  if (!p.channels_last && (!planes_fit(p) || !weight.isfinite().all().item<bool>())) {
+    const DepthwiseParams q = as_channels_last(p);
+    Tensor gi_cl = at::empty(input_size, grad_output.options().memory_format(layout_of(q)));
+    backward_input_into(grad_output.contiguous(layout_of(q)), weight, q, gi_cl);
+    return grad_input.copy_(gi_cl);
+  }
+  return backward_input_into(grad_output.contiguous(fmt), weight, p, grad_input);
+}
+
 std::tuple<Tensor, Tensor> backward_weight(const Tensor& grad_output, const Tensor& input,
                                            IntArrayRef weight_size, IntArrayRef stride,
                                            IntArrayRef padding, IntArrayRef dilation) {
   check_floating(input, "input");
   check_same_device_dtype(input, "input", grad_output, "grad_output");
   TORCH_CHECK(input.dim() == 4, "fastdw: input must be 4-D (N, C, H, W), got ", input.dim(), "-D");
-  const c10::MemoryFormat fmt = kernel_memory_format(input);
-  const DepthwiseParams p = make_params(input.sizes(), weight_size, stride, padding, dilation,
-                                        fmt == c10::MemoryFormat::ChannelsLast);
+  DepthwiseParams p = make_params(input.sizes(), weight_size, stride, padding, dilation,
+                                  kernel_memory_format(input) == c10::MemoryFormat::ChannelsLast);
   check_grad_output(grad_output, p);
-  const Tensor x = input.contiguous(fmt);
-  const Tensor g = grad_output.contiguous(fmt);
+  if (!p.channels_last && !planes_fit(p)) p = as_channels_last(p);
+  const Tensor x = input.contiguous(layout_of(p));
+  const Tensor g = grad_output.contiguous(layout_of(p));
   const auto f64 = input.options().dtype(at::kDouble);
   Tensor gw = at::zeros({p.out_channels, p.taps()}, f64);
   Tensor gb = at::zeros({p.out_channels}, f64);

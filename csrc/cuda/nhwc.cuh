@@ -38,6 +38,13 @@ constexpr int nhwc_strip() {
   return (K == 0 && S == 1 && VC < 8) ? 8 : 4;
 }
 
+// Channels per thread when vectorised: 16 bytes, except 8 bytes for 2-byte types outside 3x3
+// stride 1, where a 16-byte vector would put the register window past ~100 registers.
+template <typename scalar_t, int K, int S>
+constexpr int nhwc_vc() {
+  return (sizeof(scalar_t) == 2 && !(K == 3 && S == 1)) ? 4 : vec16<scalar_t>();
+}
+
 template <typename scalar_t, int K, int S, int VC, bool BWD>
 __global__ void __launch_bounds__(kMaxThreads)
 nhwc_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ weight,
@@ -110,7 +117,8 @@ nhwc_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ weigh
     if constexpr (MODE == kFwdSpecial) {
       const int ih0 = oh * S - a.pad_h;
       const int iw0 = ow0 * S - a.pad_w;
-#pragma unroll
+      // Rows one at a time: unrolling them would hoist every row's window into registers.
+#pragma unroll 1
       for (int r = 0; r < K; ++r) {
         const int ih = ih0 + r;
         if (ih < 0 || ih >= a.src_h) continue;
@@ -194,7 +202,7 @@ nhwc_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ weigh
     } else if constexpr (MODE == kBwdParity) {
       constexpr int A = (K - 1 + S - 1) / S;
       const int q0 = (ow0 + a.pad_w) / S - A;  // exact
-#pragma unroll
+#pragma unroll 1
       for (int kh = 0; kh < K; ++kh) {
         const int t = oh + a.pad_h - kh;
         if (t < 0 || t % S != 0) continue;
@@ -265,7 +273,7 @@ bool launch_nhwc_variant(const scalar_t* src, const scalar_t* weight, const scal
                          scalar_t* dst, const DepthwiseParams& p, cudaStream_t stream) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int MODE = tile_mode<K, S, BWD>();
-  constexpr int VEC = vec16<scalar_t>();
+  constexpr int VEC = nhwc_vc<scalar_t, K, S>();
   NhwcArgs a{};
   const int64_t src_h = BWD ? p.out_h : p.in_h, src_w = BWD ? p.out_w : p.in_w;
   const int64_t dst_h = BWD ? p.in_h : p.out_h, dst_w = BWD ? p.in_w : p.out_w;
@@ -296,8 +304,8 @@ bool launch_nhwc_variant(const scalar_t* src, const scalar_t* weight, const scal
     a.pad_h = a.kh - 1 - a.pad_h;
     a.pad_w = a.kw - 1 - a.pad_w;
   }
-  // Channel vectors: 16 bytes when every source/destination channel run is aligned and a
-  // destination vector maps onto one source vector (multiplier 1).
+  // Channel vectors when every source/destination channel run is aligned and a destination
+  // vector maps onto one source vector (multiplier 1).
   const bool vec = p.multiplier == 1 && dst_c % VEC == 0 && src_c % VEC == 0 &&
                    is_aligned(src, 16) && is_aligned(dst, 16);
   const int vc = vec ? VEC : 1;
