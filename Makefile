@@ -17,7 +17,8 @@ $(VENV)/.requirements-installed: requirements.txt
 venv: $(VENV)/.requirements-installed
 
 build: venv
-	$(PY) -m pip install --no-build-isolation --no-deps -e .
+	$(PY) -m pip install --no-build-isolation --use-pep517 --no-deps -e .
+	@$(PY) -c "import fastdw, fastdw._C as c; print('fastdw built:', sorted(fastdw.available_backends()), '| CPU kernels:', c.cpu_isa())"
 
 test: build
 	$(PY) -m pytest tests -q
