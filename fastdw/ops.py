@@ -12,7 +12,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastdw: the compiled extension fastdw._C could not be loaded. Build it with "
-        "`pip install --no-build-isolation -e .` (or `make build`) against the torch you "
+        "`pip install --no-build-isolation --use-pep517 -e .` (or `make build`) against the torch you "
         f"import ({torch.__version__}). Original error: {e}") from e
 
 try:
