@@ -97,7 +97,8 @@ __global__ void __launch_bounds__(kMaxThreads)
 wgrad_nchw_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ input,
                        at::opmath_type<scalar_t>* __restrict__ partial, const NchwArgs a,
                        const int64_t steps, const int splits, const int run_block,
-                       const int runs_per_row, const int run_groups) {
+                       const int runs_per_row, const int run_groups, const FastDiv div_tile,
+                       const FastDiv div_tx) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int V = tile_v<scalar_t, 0, S>();
   constexpr int VA = vec16<acc_t>();
@@ -154,10 +155,9 @@ wgrad_nchw_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
     __syncthreads();
     if (!run_ok) continue;
     for (int u = pg; u < units; u += groups) {
-      const int pz = u / (a.ty * a.tx);
-      const int rr = u - pz * (a.ty * a.tx);
-      const int row = rr / a.tx;
-      const int chunk = rr - row * a.tx;
+      int pz, rr, row, chunk;
+      div_tile.divmod(u, pz, rr);
+      div_tx.divmod(rr, row, chunk);
       acc_t g[V];
       load_smem<V, VA>(gt + (pz * a.ty + row) * a.gpitch + chunk * V, g);
       if (run_g == 0) {
@@ -258,7 +258,8 @@ bool launch_variant(const scalar_t* grad, const scalar_t* input, const Depthwise
     allow_smem(kernel, plan.smem);
     kernel<<<dim3(static_cast<unsigned>(grid_x), splits), run_block * groups, plan.smem,
              stream>>>(grad, input, partial.mutable_data_ptr<acc_t>(), plan.a, steps, splits,
-                       run_block, runs_per_row, run_groups);
+                       run_block, runs_per_row, run_groups,
+                       FastDiv(plan.a.ty * plan.a.tx), FastDiv(plan.a.tx));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     splits_out = splits;
   }

@@ -22,6 +22,7 @@ struct NhwcWgradArgs {
   int in_h, in_w, in_c, out_h, out_w, out_c, mult;
   int pad_h, pad_w;
   int strips_w, cvecs, splits;
+  FastDiv div_h, div_sw;  // by out_h, by strips_w
 };
 
 // Channels per thread: the 16-byte vector for 3x3, fewer for larger kernels so that
@@ -59,17 +60,18 @@ wgrad_nhwc_reg_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restr
 #pragma unroll
   for (int i = 0; i < NV; ++i) acc[i] = 0;
 
-  const int64_t begin = a.units * split / a.splits, end = a.units * (split + 1) / a.splits;
+  // units < 2^31 (host check)
+  const int begin = static_cast<int>(a.units * split / a.splits);
+  const int end = static_cast<int>(a.units * (split + 1) / a.splits);
   const int64_t in_img = static_cast<int64_t>(a.in_h) * a.in_w * a.in_c;
   const int64_t g_img = static_cast<int64_t>(a.out_h) * a.out_w * a.out_c;
   if (cv < a.cvecs) {
-    for (int64_t u = begin + sy; u < end; u += SY) {
-      const int oh = static_cast<int>(u % a.out_h);
-      const int64_t t = u / a.out_h;
-      const int ob = static_cast<int>(t % a.strips_w);
-      const int64_t n = t / a.strips_w;
+    for (int u = begin + sy; u < end; u += SY) {
+      int t, oh, n, ob;
+      a.div_h.divmod(u, t, oh);
+      a.div_sw.divmod(t, n, ob);
       const int ow0 = ob * TWo;
-      const scalar_t* gp = grad + n * g_img + (oh * a.out_w) * a.out_c + c0;
+      const scalar_t* gp = grad + static_cast<int64_t>(n) * g_img + (oh * a.out_w) * a.out_c + c0;
       acc_t g[TWo][VC];
 #pragma unroll
       for (int jo = 0; jo < TWo; ++jo) {
@@ -84,7 +86,7 @@ wgrad_nhwc_reg_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restr
       }
       const int ih0 = oh * S - a.pad_h;
       const int iw0 = ow0 * S - a.pad_w;
-      const scalar_t* xp = input + n * in_img + ci;
+      const scalar_t* xp = input + static_cast<int64_t>(n) * in_img + ci;
 #pragma unroll
       for (int r = 0; r < K; ++r) {
         const int ih = ih0 + r;
@@ -166,6 +168,9 @@ bool launch_variant(const at::Tensor& g, const at::Tensor& x, const DepthwisePar
     const int two = vec ? wgrad_strip<VCV>() : wgrad_strip<1>();
     a.strips_w = static_cast<int>(cdiv(p.out_w, two));
     a.units = p.batch * a.strips_w * p.out_h;
+    if (!fits_int32(a.units + kMaxThreads)) return false;
+    a.div_h = FastDiv(p.out_h);
+    a.div_sw = FastDiv(a.strips_w);
     a.cvecs = static_cast<int>(cdiv(p.out_channels, vc));
     const int cl = channel_lanes(a.cvecs);
     const int sy = std::max(1, kMaxThreads / cl);
@@ -192,7 +197,7 @@ bool launch_variant(const at::Tensor& g, const at::Tensor& x, const DepthwisePar
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     splits_out = a.splits;
   } else {
-    if (!small_index) return false;
+    if (!small_index || !fits_int32(p.batch * p.out_h * cdiv(p.out_w, kTapV))) return false;
     launch_wgrad_taps<scalar_t, S, int32_t>(g, x, p, partial, splits_out);
   }
   return true;

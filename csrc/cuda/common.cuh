@@ -93,6 +93,28 @@ __device__ __forceinline__ int floor_div_dev(int a, int b) {
 }
 __device__ __forceinline__ int ceil_div_dev(int a, int b) { return -floor_div_dev(-a, b); }
 
+// Division of a non-negative int below 2^31 by a divisor fixed at launch, as a multiply-high
+// and a shift (the magic-number scheme of ATen's IntDivider): index decoding in hot loops.
+struct FastDiv {
+  uint32_t d = 1, m = 1, s = 0;
+  FastDiv() = default;
+  explicit FastDiv(int64_t divisor) : d(static_cast<uint32_t>(divisor)) {
+    for (s = 0; s < 32; ++s) {
+      if ((uint64_t{1} << s) >= d) break;
+    }
+    m = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << s) - d)) / d + 1);
+  }
+  __device__ __forceinline__ int div(int n) const {
+    const uint32_t un = static_cast<uint32_t>(n);
+    return static_cast<int>((__umulhi(un, m) + un) >> s);
+  }
+  // q = n / d, r = n % d.
+  __device__ __forceinline__ void divmod(int n, int& q, int& r) const {
+    q = div(n);
+    r = n - q * static_cast<int>(d);
+  }
+};
+
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
   T v[N];
@@ -171,12 +193,18 @@ __device__ __forceinline__ void load_tile(acc_t* __restrict__ tile, int planes, 
   int pp = lr / rows;
   int r = lr - pp * rows;
   const int dpp = rstep / rows, dr = rstep - dpp * rows;
+  // plane_ptr may divide: call it only when the plane changes.
+  int src_pp = pp;
+  const scalar_t* src = plane_ptr(pp);
   if (lanes == pitch) {  // one column per thread: the common case
     const int gc = c0 + lc;
     const bool col_ok = gc >= 0 && gc < w;
 #pragma unroll 4
     for (int rr = lr; rr < total; rr += rstep) {
-      const scalar_t* src = plane_ptr(pp);
+      if (pp != src_pp) {
+        src = plane_ptr(pp);
+        src_pp = pp;
+      }
       const int gr = r0 + r;
       const bool ok = col_ok && src != nullptr && gr >= 0 && gr < h;
       tile[rr * pitch + lc] = ok ? static_cast<acc_t>(src[gr * w + gc]) : acc_t(0);
@@ -190,7 +218,10 @@ __device__ __forceinline__ void load_tile(acc_t* __restrict__ tile, int planes, 
     return;
   }
   for (int rr = lr; rr < total; rr += rstep) {
-    const scalar_t* src = plane_ptr(pp);
+    if (pp != src_pp) {
+      src = plane_ptr(pp);
+      src_pp = pp;
+    }
     const int gr = r0 + r;
     const bool row_ok = src != nullptr && gr >= 0 && gr < h;
     acc_t* dst = tile + rr * pitch;

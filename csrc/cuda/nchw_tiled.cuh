@@ -134,9 +134,11 @@ inline bool plan_tiles(const DepthwiseParams& p, TileUse use, TilePlan& plan) {
   const int64_t dst_h = BWD ? p.in_h : p.out_h, dst_w = BWD ? p.in_w : p.out_w;
   const int64_t src_c = BWD ? p.out_channels : p.in_channels;
   const int64_t dst_c = BWD ? p.in_channels : p.out_channels;
+  // In-plane offsets and tile coordinates are 32-bit.
   if (!fits_int32(src_h * src_w + src_w) || !fits_int32(dst_h * dst_w + dst_w) ||
-      !fits_int32(p.out_channels) || !fits_int32((dst_w + 64) * p.stride_w + p.kernel_w * p.dilation_w) ||
-      !fits_int32((dst_h + 64) * p.stride_h + p.kernel_h * p.dilation_h)) {
+      !fits_int32(p.out_channels) ||
+      !fits_int32((dst_w + 256) * p.stride_w + p.kernel_w * p.dilation_w + p.pad_w) ||
+      !fits_int32((dst_h + 256) * p.stride_h + p.kernel_h * p.dilation_h + p.pad_h)) {
     return false;
   }
   a.batch = p.batch;

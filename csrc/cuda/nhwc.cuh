@@ -29,6 +29,7 @@ struct NhwcArgs {
   int kwp;               // weight row pitch (taps) in shared memory
   int jcount;            // source channels summed per destination channel (backward: mult)
   int spt;               // strips per thread (amortises the weight staging)
+  FastDiv div_h, div_sw; // by dst_h, by strips_w
 };
 
 // Outputs per thread along W: longer strips for the runtime-size window (more reuse per load),
@@ -61,25 +62,37 @@ nhwc_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ weigh
   const int CB = CL * VC;
   const int cbase = blockIdx.y * CB;
 
-  // Weights of the block's channels: wsm[(j * kh + r) * kwp + kw][CB], zero-padded taps.
+  // Weights of the block's channels: wsm[(j * kh + r) * kwp + kw][CB], zero-padded taps. Thread
+  // = one channel column (CB <= threads always: VC <= 8 <= blockDim.y), walking the taps with
+  // incremental counters rather than divisions.
   acc_t* wsm = smem_as<acc_t>();
   const int taps = a.kh * a.kw;
   const int taps_p = a.kh * a.kwp;
-  for (int idx = tid; idx < a.jcount * taps_p * CB; idx += nthreads) {
-    const int cc = idx % CB;
-    const int t = idx / CB;
-    const int j = t / taps_p;
-    const int tp = t - j * taps_p;
-    const int r = tp / a.kwp;
-    const int kw = tp - r * a.kwp;
+  {
+    const int cc = tid % CB;
+    const int tstep = nthreads / CB;
     const int ch = cbase + cc;
-    acc_t val = 0;
-    if (ch < a.dst_c && kw < a.kw) {
-      const int64_t wc = BWD ? static_cast<int64_t>(ch) * a.mult + j : ch;
-      const int tap = kFlip ? (a.kh - 1 - r) * a.kw + (a.kw - 1 - kw) : r * a.kw + kw;
-      val = static_cast<acc_t>(weight[wc * taps + tap]);
+    int t = tid / CB;
+    int kw = t % a.kwp;
+    int r = (t / a.kwp) % a.kh;
+    int j = t / (a.kwp * a.kh);
+    for (; t < a.jcount * a.kh * a.kwp && tid < tstep * CB; t += tstep) {
+      acc_t val = 0;
+      if (ch < a.dst_c && kw < a.kw) {
+        const int64_t wc = BWD ? static_cast<int64_t>(ch) * a.mult + j : ch;
+        const int tap = kFlip ? (a.kh - 1 - r) * a.kw + (a.kw - 1 - kw) : r * a.kw + kw;
+        val = static_cast<acc_t>(weight[wc * taps + tap]);
+      }
+      wsm[t * CB + cc] = val;
+      kw += tstep;
+      while (kw >= a.kwp) {
+        kw -= a.kwp;
+        if (++r == a.kh) {
+          r = 0;
+          ++j;
+        }
+      }
     }
-    wsm[idx] = val;
   }
   __syncthreads();
 
@@ -92,76 +105,42 @@ nhwc_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ weigh
   if (!BWD && bias != nullptr) load_global<VC, false>(bias + c0, bias_v);
 
   for (int k = 0; k < a.spt; ++k) {
-  const int64_t strip = (static_cast<int64_t>(blockIdx.x) * a.spt + k) * SY + sy;
-  if (strip >= a.strips) return;
-  const int oh = static_cast<int>(strip % a.dst_h);
-  const int64_t t1 = strip / a.dst_h;
-  const int ob = static_cast<int>(t1 % a.strips_w);
-  const int64_t n = t1 / a.strips_w;
-  const int ow0 = ob * TWo - a.shift_w;
+    const int strip = (blockIdx.x * a.spt + k) * SY + sy;  // < 2^31 (host check)
+    if (strip >= a.strips) return;
+    int t1, oh, n, ob;
+    a.div_h.divmod(strip, t1, oh);
+    a.div_sw.divmod(t1, n, ob);
+    const int ow0 = ob * TWo - a.shift_w;
 
-  acc_t acc[TWo][VC];
+    acc_t acc[TWo][VC];
 #pragma unroll
-  for (int jo = 0; jo < TWo; ++jo) {
+    for (int jo = 0; jo < TWo; ++jo) {
 #pragma unroll
-    for (int q = 0; q < VC; ++q) acc[jo][q] = bias_v[q];
-  }
+      for (int q = 0; q < VC; ++q) acc[jo][q] = bias_v[q];
+    }
 
-  const int64_t src_img = n * (static_cast<int64_t>(a.src_h) * a.src_w * a.src_c);
-  const int row_stride = a.src_w * a.src_c;
-  for (int j = 0; j < a.jcount; ++j) {
-    const int sc = BWD ? c0 * a.mult + j : c0 / a.mult;
-    const scalar_t* sp = src + src_img + sc;
-    const acc_t* wj = wsm + j * taps_p * CB + cl * VC;
+    const int64_t src_img = n * (static_cast<int64_t>(a.src_h) * a.src_w * a.src_c);
+    const int row_stride = a.src_w * a.src_c;
+    for (int j = 0; j < a.jcount; ++j) {
+      const int sc = BWD ? c0 * a.mult + j : c0 / a.mult;
+      const scalar_t* sp = src + src_img + sc;
+      const acc_t* wj = wsm + j * taps_p * CB + cl * VC;
 
-    if constexpr (MODE == kFwdSpecial) {
-      const int ih0 = oh * S - a.pad_h;
-      const int iw0 = ow0 * S - a.pad_w;
-      // Rows one at a time: unrolling them would hoist every row's window into registers.
+      if constexpr (MODE == kFwdSpecial) {
+        const int ih0 = oh * S - a.pad_h;
+        const int iw0 = ow0 * S - a.pad_w;
+        // Rows one at a time: unrolling them would hoist every row's window into registers.
 #pragma unroll 1
-      for (int r = 0; r < K; ++r) {
-        const int ih = ih0 + r;
-        if (ih < 0 || ih >= a.src_h) continue;
-        const scalar_t* rowp = sp + ih * row_stride;
-        acc_t wv[K][VC];
+        for (int r = 0; r < K; ++r) {
+          const int ih = ih0 + r;
+          if (ih < 0 || ih >= a.src_h) continue;
+          const scalar_t* rowp = sp + ih * row_stride;
+          acc_t wv[K][VC];
 #pragma unroll
-        for (int kw = 0; kw < K; ++kw) load_smem<VC, VC>(wj + (r * K + kw) * CB, wv[kw]);
+          for (int kw = 0; kw < K; ++kw) load_smem<VC, VC>(wj + (r * K + kw) * CB, wv[kw]);
 #pragma unroll
-        for (int i = 0; i < (TWo - 1) * S + K; ++i) {
-          const int iw = iw0 + i;
-          acc_t x[VC];
-          if (iw >= 0 && iw < a.src_w) {
-            load_global<VC, kVec>(rowp + iw * a.src_c, x);
-          } else {
-#pragma unroll
-            for (int q = 0; q < VC; ++q) x[q] = 0;
-          }
-#pragma unroll
-          for (int jo = 0; jo < TWo; ++jo) {
-            const int kw = i - jo * S;
-            if (kw >= 0 && kw < K) {
-#pragma unroll
-              for (int q = 0; q < VC; ++q) acc[jo][q] += wv[kw][q] * x[q];
-            }
-          }
-        }
-      }
-    } else if constexpr (MODE == kFwdChunk) {
-      const int ih0 = oh - a.pad_h;
-      const int iw0 = ow0 - a.pad_w;
-      for (int r = 0; r < a.kh; ++r) {
-        const int ih = ih0 + r;
-        if (ih < 0 || ih >= a.src_h) continue;
-        const scalar_t* rowp = sp + ih * row_stride;
-        for (int k0 = 0; k0 < a.kwp; k0 += kChunk) {
-          acc_t wv[kChunk][VC];
-#pragma unroll
-          for (int kk = 0; kk < kChunk; ++kk) {
-            load_smem<VC, VC>(wj + (r * a.kwp + k0 + kk) * CB, wv[kk]);
-          }
-#pragma unroll
-          for (int i = 0; i < TWo - 1 + kChunk; ++i) {
-            const int iw = iw0 + k0 + i;
+          for (int i = 0; i < (TWo - 1) * S + K; ++i) {
+            const int iw = iw0 + i;
             acc_t x[VC];
             if (iw >= 0 && iw < a.src_w) {
               load_global<VC, kVec>(rowp + iw * a.src_c, x);
@@ -171,100 +150,133 @@ nhwc_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ weigh
             }
 #pragma unroll
             for (int jo = 0; jo < TWo; ++jo) {
-              const int kk = i - jo;
-              if (kk >= 0 && kk < kChunk) {
+              const int kw = i - jo * S;
+              if (kw >= 0 && kw < K) {
 #pragma unroll
-                for (int q = 0; q < VC; ++q) acc[jo][q] += wv[kk][q] * x[q];
+                for (int q = 0; q < VC; ++q) acc[jo][q] += wv[kw][q] * x[q];
               }
             }
           }
         }
-      }
-    } else if constexpr (MODE == kFwdGeneric) {
-      for (int r = 0; r < a.kh; ++r) {
-        const int ih = oh * a.stride_h - a.pad_h + r * a.dil_h;
-        if (ih < 0 || ih >= a.src_h) continue;
-        const scalar_t* rowp = sp + ih * row_stride;
-        for (int kw = 0; kw < a.kw; ++kw) {
-          acc_t wv[VC];
-          load_smem<VC, VC>(wj + (r * a.kwp + kw) * CB, wv);
+      } else if constexpr (MODE == kFwdChunk) {
+        const int ih0 = oh - a.pad_h;
+        const int iw0 = ow0 - a.pad_w;
+        for (int r = 0; r < a.kh; ++r) {
+          const int ih = ih0 + r;
+          if (ih < 0 || ih >= a.src_h) continue;
+          const scalar_t* rowp = sp + ih * row_stride;
+          for (int k0 = 0; k0 < a.kwp; k0 += kChunk) {
+            acc_t wv[kChunk][VC];
 #pragma unroll
-          for (int jo = 0; jo < TWo; ++jo) {
-            const int iw = (ow0 + jo) * a.stride_w - a.pad_w + kw * a.dil_w;
-            if (iw < 0 || iw >= a.src_w) continue;
-            acc_t x[VC];
-            load_global<VC, kVec>(rowp + iw * a.src_c, x);
+            for (int kk = 0; kk < kChunk; ++kk) {
+              load_smem<VC, VC>(wj + (r * a.kwp + k0 + kk) * CB, wv[kk]);
+            }
 #pragma unroll
-            for (int q = 0; q < VC; ++q) acc[jo][q] += wv[q] * x[q];
+            for (int i = 0; i < TWo - 1 + kChunk; ++i) {
+              const int iw = iw0 + k0 + i;
+              acc_t x[VC];
+              if (iw >= 0 && iw < a.src_w) {
+                load_global<VC, kVec>(rowp + iw * a.src_c, x);
+              } else {
+#pragma unroll
+                for (int q = 0; q < VC; ++q) x[q] = 0;
+              }
+#pragma unroll
+              for (int jo = 0; jo < TWo; ++jo) {
+                const int kk = i - jo;
+                if (kk >= 0 && kk < kChunk) {
+#pragma unroll
+                  for (int q = 0; q < VC; ++q) acc[jo][q] += wv[kk][q] * x[q];
+                }
+              }
+            }
           }
         }
-      }
-    } else if constexpr (MODE == kBwdParity) {
-      constexpr int A = (K - 1 + S - 1) / S;
-      const int q0 = (ow0 + a.pad_w) / S - A;  // exact
-#pragma unroll 1
-      for (int kh = 0; kh < K; ++kh) {
-        const int t = oh + a.pad_h - kh;
-        if (t < 0 || t % S != 0) continue;
-        const int o = t / S;
-        if (o >= a.src_h) continue;
-        const scalar_t* rowp = sp + o * row_stride;
-        acc_t wv[K][VC];
+      } else if constexpr (MODE == kFwdGeneric) {
+        for (int r = 0; r < a.kh; ++r) {
+          const int ih = oh * a.stride_h - a.pad_h + r * a.dil_h;
+          if (ih < 0 || ih >= a.src_h) continue;
+          const scalar_t* rowp = sp + ih * row_stride;
+          for (int kw = 0; kw < a.kw; ++kw) {
+            acc_t wv[VC];
+            load_smem<VC, VC>(wj + (r * a.kwp + kw) * CB, wv);
 #pragma unroll
-        for (int kw = 0; kw < K; ++kw) load_smem<VC, VC>(wj + (kh * K + kw) * CB, wv[kw]);
+            for (int jo = 0; jo < TWo; ++jo) {
+              const int iw = (ow0 + jo) * a.stride_w - a.pad_w + kw * a.dil_w;
+              if (iw < 0 || iw >= a.src_w) continue;
+              acc_t x[VC];
+              load_global<VC, kVec>(rowp + iw * a.src_c, x);
 #pragma unroll
-        for (int i = 0; i < A + TWo / S; ++i) {
-          const int oc = q0 + i;
-          acc_t x[VC];
-          if (oc >= 0 && oc < a.src_w) {
-            load_global<VC, kVec>(rowp + oc * a.src_c, x);
-          } else {
-#pragma unroll
-            for (int q = 0; q < VC; ++q) x[q] = 0;
+              for (int q = 0; q < VC; ++q) acc[jo][q] += wv[q] * x[q];
+            }
           }
+        }
+      } else if constexpr (MODE == kBwdParity) {
+        constexpr int A = (K - 1 + S - 1) / S;
+        const int q0 = (ow0 + a.pad_w) / S - A;  // exact
+#pragma unroll 1
+        for (int kh = 0; kh < K; ++kh) {
+          const int t = oh + a.pad_h - kh;
+          if (t < 0 || t % S != 0) continue;
+          const int o = t / S;
+          if (o >= a.src_h) continue;
+          const scalar_t* rowp = sp + o * row_stride;
+          acc_t wv[K][VC];
 #pragma unroll
-          for (int jo = 0; jo < TWo; ++jo) {
-            const int kw = jo + (A - i) * S;
-            if (kw >= 0 && kw < K) {
+          for (int kw = 0; kw < K; ++kw) load_smem<VC, VC>(wj + (kh * K + kw) * CB, wv[kw]);
 #pragma unroll
-              for (int q = 0; q < VC; ++q) acc[jo][q] += wv[kw][q] * x[q];
+          for (int i = 0; i < A + TWo / S; ++i) {
+            const int oc = q0 + i;
+            acc_t x[VC];
+            if (oc >= 0 && oc < a.src_w) {
+              load_global<VC, kVec>(rowp + oc * a.src_c, x);
+            } else {
+#pragma unroll
+              for (int q = 0; q < VC; ++q) x[q] = 0;
+            }
+#pragma unroll
+            for (int jo = 0; jo < TWo; ++jo) {
+              const int kw = jo + (A - i) * S;
+              if (kw >= 0 && kw < K) {
+#pragma unroll
+                for (int q = 0; q < VC; ++q) acc[jo][q] += wv[kw][q] * x[q];
+              }
+            }
+          }
+        }
+      } else {  // kBwdGeneric
+        for (int kh = 0; kh < a.kh; ++kh) {
+          const int t = oh + a.pad_h - kh * a.dil_h;
+          if (t < 0 || t % a.stride_h != 0) continue;
+          const int o = t / a.stride_h;
+          if (o >= a.src_h) continue;
+          const scalar_t* rowp = sp + o * row_stride;
+          for (int kw = 0; kw < a.kw; ++kw) {
+            acc_t wv[VC];
+            load_smem<VC, VC>(wj + (kh * a.kwp + kw) * CB, wv);
+#pragma unroll
+            for (int jo = 0; jo < TWo; ++jo) {
+              const int tc = ow0 + jo + a.pad_w - kw * a.dil_w;
+              if (tc < 0 || tc % a.stride_w != 0) continue;
+              const int oc = tc / a.stride_w;
+              if (oc >= a.src_w) continue;
+              acc_t x[VC];
+              load_global<VC, kVec>(rowp + oc * a.src_c, x);
+#pragma unroll
+              for (int q = 0; q < VC; ++q) acc[jo][q] += wv[q] * x[q];
             }
           }
         }
       }
-    } else {  // kBwdGeneric
-      for (int kh = 0; kh < a.kh; ++kh) {
-        const int t = oh + a.pad_h - kh * a.dil_h;
-        if (t < 0 || t % a.stride_h != 0) continue;
-        const int o = t / a.stride_h;
-        if (o >= a.src_h) continue;
-        const scalar_t* rowp = sp + o * row_stride;
-        for (int kw = 0; kw < a.kw; ++kw) {
-          acc_t wv[VC];
-          load_smem<VC, VC>(wj + (kh * a.kwp + kw) * CB, wv);
-#pragma unroll
-          for (int jo = 0; jo < TWo; ++jo) {
-            const int tc = ow0 + jo + a.pad_w - kw * a.dil_w;
-            if (tc < 0 || tc % a.stride_w != 0) continue;
-            const int oc = tc / a.stride_w;
-            if (oc >= a.src_w) continue;
-            acc_t x[VC];
-            load_global<VC, kVec>(rowp + oc * a.src_c, x);
-#pragma unroll
-            for (int q = 0; q < VC; ++q) acc[jo][q] += wv[q] * x[q];
-          }
-        }
-      }
     }
-  }
 
-  scalar_t* out = dst + n * (static_cast<int64_t>(a.dst_h) * a.dst_w * a.dst_c) +
-                  (oh * a.dst_w) * a.dst_c + c0;
+    scalar_t* out = dst + n * (static_cast<int64_t>(a.dst_h) * a.dst_w * a.dst_c) +
+                    (oh * a.dst_w) * a.dst_c + c0;
 #pragma unroll
-  for (int jo = 0; jo < TWo; ++jo) {
-    const int ow = ow0 + jo;
-    if (ow >= 0 && ow < a.dst_w) store_global<VC, kVec>(out + ow * a.dst_c, acc[jo]);
-  }
+    for (int jo = 0; jo < TWo; ++jo) {
+      const int ow = ow0 + jo;
+      if (ow >= 0 && ow < a.dst_w) store_global<VC, kVec>(out + ow * a.dst_c, acc[jo]);
+    }
   }  // strips
 }
 
@@ -313,6 +325,9 @@ bool launch_nhwc_variant(const scalar_t* src, const scalar_t* weight, const scal
   if constexpr (MODE == kBwdParity) a.shift_w = a.pad_w % S;
   a.strips_w = static_cast<int>(cdiv(dst_w + a.shift_w, two));
   a.strips = p.batch * dst_h * a.strips_w;
+  if (!fits_int32(a.strips + kMaxThreads * 8)) return false;
+  a.div_h = FastDiv(dst_h);
+  a.div_sw = FastDiv(a.strips_w);
   a.kwp = MODE == kFwdChunk ? round_up(a.kw, kChunk) : a.kw;
   a.jcount = BWD ? a.mult : 1;
 
@@ -325,10 +340,12 @@ bool launch_nhwc_variant(const scalar_t* src, const scalar_t* weight, const scal
   const int64_t smem = per_lane * cl;
   if (smem > smem_optin_limit()) return false;
   const int sy = std::max(1, kMaxThreads / cl);
+  TORCH_INTERNAL_ASSERT(vc <= sy, "fastdw: weight staging needs a thread per channel");
   const int64_t grid_y = cdiv(a.cvecs, cl);
   // A few strips per thread once the grid has plenty of blocks (about 8 per SM on an H100).
   const int64_t strip_blocks = cdiv(a.strips, sy);
-  a.spt = static_cast<int>(std::min<int64_t>(8, std::max<int64_t>(1, strip_blocks * grid_y / kTargetBlocks)));
+  a.spt = static_cast<int>(
+      std::min<int64_t>(8, std::max<int64_t>(1, strip_blocks * grid_y / kTargetBlocks)));
   const int64_t grid_x = cdiv(strip_blocks, a.spt);
   if (grid_x > std::numeric_limits<int32_t>::max() || grid_y > 65535) return false;
   const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y));

@@ -20,6 +20,7 @@ struct TapArgs {
   int chunks;                                       // chunks of V outputs per row
   int runs_per_row, runs, run_groups, channel_blocks;
   int splits;
+  FastDiv div_chunks, div_h;  // 32-bit unit decoding (index_t = int32 only)
 };
 
 constexpr int kTapV = 8;
@@ -51,10 +52,19 @@ wgrad_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict_
   acc_t bias_acc = 0;
 
   for (int64_t u = begin; u < end; ++u) {
-    const int chunk = static_cast<int>(u % a.chunks);
-    const int64_t t = u / a.chunks;
-    const int oh = static_cast<int>(t % a.out_h);
-    const int64_t n = t / a.out_h;
+    int chunk, oh;
+    int64_t n;
+    if constexpr (sizeof(index_t) == 4) {  // units < 2^31
+      int t, nn;
+      a.div_chunks.divmod(static_cast<int>(u), t, chunk);
+      a.div_h.divmod(t, nn, oh);
+      n = nn;
+    } else {
+      chunk = static_cast<int>(u % a.chunks);
+      const int64_t t = u / a.chunks;
+      oh = static_cast<int>(t % a.out_h);
+      n = t / a.out_h;
+    }
     const int ow0 = chunk * V;
     const scalar_t* gp = grad + n * a.g_sn + (co * g_sc + oh * g_sh);
     acc_t g[V];
@@ -134,6 +144,9 @@ void launch_wgrad_taps(const at::Tensor& g, const at::Tensor& x, const Depthwise
   a.dil_w = static_cast<int>(p.dilation_w);
   a.chunks = static_cast<int>(cdiv(p.out_w, kTapV));
   a.units = p.batch * p.out_h * a.chunks;
+  TORCH_INTERNAL_ASSERT(sizeof(index_t) == 8 || fits_int32(a.units));
+  a.div_chunks = FastDiv(a.chunks);
+  a.div_h = FastDiv(p.out_h);
   a.runs_per_row = static_cast<int>(cdiv(p.kernel_w, kChunk));
   a.runs = a.kh * a.runs_per_row;
   const int lanes = static_cast<int>(std::min<int64_t>(32, p.out_channels));
