@@ -74,10 +74,17 @@ if mode == "1" and not build_cuda:
 
 cpu_sources = ["csrc/module.cpp", "csrc/ops.cpp"] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
 opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
-# -fopenmp-simd: `omp simd` hints for vectorised reductions without linking an OpenMP runtime
-# (threads come from ATen's at::parallel_for, so torch.set_num_threads governs them).
+# Threads come from ATen's at::parallel_for (torch.set_num_threads governs them). With torch's
+# OpenMP backend that is an inline template around `#pragma omp parallel`, compiled into *this*
+# module: without -fopenmp it silently runs every kernel on one thread. Linking -fopenmp asks for
+# libgomp.so.1, which resolves to the copy torch has already loaded, so there is one runtime and
+# one thread pool. -fopenmp-simd alone would give only the `omp simd` hints.
 # No -std flag: torch.utils.cpp_extension picks the standard its headers need (C++20 in 2.14).
-cxx_flags = opt + ["-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-Wall", "-Wno-unknown-pragmas"]
+openmp = "OpenMP" in torch.__config__.parallel_info() and sys.platform.startswith("linux")
+openmp_flags = ["-fopenmp"] if openmp else ["-fopenmp-simd"]
+link_flags = ["-fopenmp"] if openmp else []
+cxx_flags = opt + openmp_flags + ["-fno-math-errno", "-ffp-contract=fast", "-Wall",
+                                  "-Wno-unknown-pragmas", "-Wno-psabi"]
 include_dirs = [os.path.join(ROOT, "csrc")]
 
 if build_cuda:
@@ -100,12 +107,13 @@ if build_cuda:
         cpu_sources + cuda_sources,
         include_dirs=include_dirs,
         extra_compile_args={"cxx": cxx_flags + ["-DFASTDW_WITH_CUDA"], "nvcc": nvcc_flags + ["-DFASTDW_WITH_CUDA"]},
+        extra_link_args=link_flags,
     )
     _log(f"building CPU + CUDA ({why}); archs {os.environ.get('TORCH_CUDA_ARCH_LIST')}; "
          f"MAX_JOBS={os.environ['MAX_JOBS']}")
 else:
     ext = CppExtension("fastdw._C", cpu_sources, include_dirs=include_dirs,
-                       extra_compile_args={"cxx": cxx_flags})
+                       extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
     _log(f"building CPU only ({why}); MAX_JOBS={os.environ['MAX_JOBS']}")
 
 setup(

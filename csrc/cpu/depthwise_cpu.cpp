@@ -8,9 +8,12 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <optional>
 #include <utility>
 
+#include "cpu/blocked.h"
 #include "cpu/kernels.h"
 #include "depthwise_args.h"
 
@@ -80,9 +83,65 @@ std::optional<DepthwiseParams> backward_input_as_forward(const DepthwiseParams& 
   return q;
 }
 
+// Where the channel-blocked forward (blocked.inc) beats the per-layout kernels, measured
+// in-process A/B on a 2-core Zen 4 EPYC (fp32, the MobileNetV2 / EfficientNet-B0 / ConvNeXt-T
+// depthwise layers, N = 1 and 8; bench/results/ has the table):
+// - channels_last, kernels of 5x5 taps and more: 1.0-1.3x (its scratch copy of the input is
+//   amortised over more taps; 3x3 is 0.7-1.0x, so 3x3 stays on the direct NHWC kernel);
+// - NCHW with stride >= 2 and output planes up to 28x28: 1.0-1.7x over the phase-split planes;
+// - NCHW 7x7 planes and smaller with many planes (N*C >= 4096): 1.1-1.7x.
+// It multiplies the weights by materialised zero padding, so a caller that needs padded taps
+// skipped when a weight is NaN or Inf (backward-input) passes weights_finite=false.
+bool blocked_forward_wins(const DepthwiseParams& p) {
+  const int64_t plane = p.out_h * p.out_w;
+  if (p.channels_last) return p.taps() >= 25;
+  if (p.stride_w >= 2) return plane <= 28 * 28;
+  return plane <= 7 * 7 && p.batch * p.in_channels >= 4096;
+}
+
+std::optional<BlockedGeometry> blocked_forward_geometry(const DepthwiseParams& p,
+                                                        at::ScalarType dtype, bool weights_finite) {
+  // FASTDW_CPU_BLOCKED=0 turns the channel-blocked kernels off, =1 forces them wherever they
+  // apply (A/B benchmarking and tests); read per call, which costs nothing measurable.
+  const char* env = std::getenv("FASTDW_CPU_BLOCKED");
+  const std::string mode = env ? env : "";
+  if (mode == "0" || p.multiplier != 1 || dtype == at::kDouble || !weights_finite)
+    return std::nullopt;
+  if (mode != "1" && !blocked_forward_wins(p)) return std::nullopt;
+  const BlockedGeometry g = blocked_geometry(p, at::get_num_threads());
+  if (!blocked_fits(p, g)) return std::nullopt;
+  return g;
+}
+
+template <typename scalar_t>
+void forward_blocked_run(const DepthwiseParams& p, const BlockedGeometry& g, const Tensor& x,
+                         const Tensor& weight, const std::optional<Tensor>& bias, Tensor& out) {
+  const Tensor w = weight.to(at::kFloat).reshape({p.out_channels, p.taps()}).t().contiguous();
+  const Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : Tensor();
+  const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
+  const float* w_ptr = w.const_data_ptr<float>();
+  const float* b_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+  const Isa isa = active_isa();
+  const auto kernel = isa == Isa::kAvx512 ? avx512::forward_blocked<scalar_t>
+                      : isa == Isa::kAvx2 ? avx2::forward_blocked<scalar_t>
+                                          : generic::forward_blocked<scalar_t>;
+  at::parallel_for(0, g.items(), 1, [&](int64_t begin, int64_t end) {
+    kernel(p, g, x_ptr, w_ptr, b_ptr, out_ptr, begin, end);
+  });
+}
+
 // Runs the forward kernels for Params p on dense tensors x (input) and out (output).
 Tensor forward_into(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
-                    const DepthwiseParams& p, Tensor& out) {
+                    const DepthwiseParams& p, Tensor& out, bool weights_finite = true) {
+  if (const auto g = blocked_forward_geometry(p, x.scalar_type(), weights_finite)) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
+                                    "fastdw_depthwise_forward_blocked_cpu", [&] {
+      if constexpr (!std::is_same_v<scalar_t, double>)
+        forward_blocked_run<scalar_t>(p, *g, x, weight, bias, out);
+    });
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fastdw_depthwise_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -93,7 +152,7 @@ Tensor forward_into(const Tensor& x, const Tensor& weight, const std::optional<T
     const acc_t* w_ptr = w.const_data_ptr<acc_t>();
     const acc_t* b_ptr = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
-    const bool avx2 = active_isa() == Isa::kAvx2;
+    const bool avx2 = active_isa() != Isa::kGeneric;  // AVX-512 CPUs run the AVX2 build
     if (p.channels_last) {
       const auto kernel = avx2 ? avx2::forward_nhwc<scalar_t, acc_t>
                                : generic::forward_nhwc<scalar_t, acc_t>;
@@ -131,10 +190,11 @@ Tensor forward(const Tensor& input, const Tensor& weight, const std::optional<Te
 
 // Runs the backward-input kernels for Params p on dense tensors g (grad_output) and grad_input.
 Tensor backward_input_into(const Tensor& g, const Tensor& weight, const DepthwiseParams& p,
-                           Tensor& grad_input) {
+                           Tensor& grad_input, bool weights_finite) {
   if (const auto as_conv = backward_input_as_forward(p)) {
     // A plain conv of grad_output with the flipped kernel: reuse the forward kernels.
-    return forward_into(g, weight.flip({2, 3}), std::nullopt, *as_conv, grad_input);
+    return forward_into(g, weight.flip({2, 3}), std::nullopt, *as_conv, grad_input,
+                        weights_finite);
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(),
                                   "fastdw_depthwise_backward_input_cpu", [&] {
@@ -144,7 +204,7 @@ Tensor backward_input_into(const Tensor& g, const Tensor& weight, const Depthwis
     const acc_t* w_ptr = w.const_data_ptr<acc_t>();
     scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
     const int64_t row_work = p.out_w * p.taps() * p.multiplier / p.stride_h;
-    const bool avx2 = active_isa() == Isa::kAvx2;
+    const bool avx2 = active_isa() != Isa::kGeneric;  // AVX-512 CPUs run the AVX2 build
     if (p.channels_last) {
       const auto kernel = avx2 ? avx2::backward_input_nhwc<scalar_t, acc_t>
                                : generic::backward_input_nhwc<scalar_t, acc_t>;
@@ -177,13 +237,14 @@ Tensor backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayR
   if (grad_output.numel() == 0) return grad_input.zero_();
   // The NCHW paths multiply every weight by the zero padding of a plane buffer; a NaN or Inf
   // weight would turn that into NaN where PyTorch has no contribution at all.
-  if (!p.channels_last && (!planes_fit(p) || !weight.isfinite().all().item<bool>())) {
+  const bool weights_finite = weight.isfinite().all().item<bool>();
+  if (!p.channels_last && (!planes_fit(p) || !weights_finite)) {
     const DepthwiseParams q = as_channels_last(p);
     Tensor gi_cl = at::empty(input_size, grad_output.options().memory_format(layout_of(q)));
-    backward_input_into(grad_output.contiguous(layout_of(q)), weight, q, gi_cl);
+    backward_input_into(grad_output.contiguous(layout_of(q)), weight, q, gi_cl, weights_finite);
     return grad_input.copy_(gi_cl);
   }
-  return backward_input_into(grad_output.contiguous(fmt), weight, p, grad_input);
+  return backward_input_into(grad_output.contiguous(fmt), weight, p, grad_input, weights_finite);
 }
 
 std::tuple<Tensor, Tensor> backward_weight(const Tensor& grad_output, const Tensor& input,
@@ -210,7 +271,7 @@ std::tuple<Tensor, Tensor> backward_weight(const Tensor& grad_output, const Tens
       double* gw_ptr = gw.mutable_data_ptr<double>();
       double* gb_ptr = gb.mutable_data_ptr<double>();
       const int64_t per_channel = p.batch * p.out_h * p.out_w * (p.taps() + 1) * p.multiplier;
-      const bool avx2 = active_isa() == Isa::kAvx2;
+      const bool avx2 = active_isa() != Isa::kGeneric;  // AVX-512 CPUs run the AVX2 build
       if (p.channels_last) {
         const int64_t rows_per_chunk = backward_weight_nhwc_rows_per_chunk(p);
         const int64_t chunks = (p.batch * p.out_h + rows_per_chunk - 1) / rows_per_chunk;

@@ -1,0 +1,120 @@
+"""The channel-blocked CPU kernels (csrc/cpu/blocked.inc), forced on wherever they apply.
+
+In normal use they run only on the shapes where they measured faster (depthwise_cpu.cpp,
+blocked_forward_wins); FASTDW_CPU_BLOCKED=1 (read on every call) sends every eligible call to
+them, so here they see the whole config table plus the shapes that exercise their own
+decomposition: channel tails, several channel groups, strips, ring wrap-around with stride and
+dilation, and every instruction-set build."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastdw
+from tests.configs import CONFIGS, Conv
+from tests.test_depthwise_cpu import _check_against_reference
+
+LAYOUTS = ["nchw", "channels_last"]
+
+BLOCKED_CONFIGS = [
+    Conv(2, 16, 12, 13),                                               # one full block
+    Conv(1, 17, 9, 11, kh=5, kw=5, padding=(2, 2)),                    # a 1-lane tail block
+    Conv(2, 40, 15, 14, kh=7, kw=7, padding=(3, 3)),                   # 2.5 blocks, 7x7
+    Conv(1, 33, 16, 16, stride=(2, 2)),                                # stride 2
+    Conv(1, 20, 17, 19, kh=3, kw=5, stride=(3, 2), padding=(2, 1)),    # rectangular, mixed
+    Conv(2, 24, 14, 14, dilation=(2, 3), padding=(2, 3)),              # dilation: ring > 3 rows
+    Conv(1, 18, 6, 7, kh=3, kw=3, padding=(4, 5)),                     # padding > kernel
+    Conv(1, 200, 9, 300, kh=3, kw=3),                                  # many channel groups
+    Conv(3, 48, 30, 7, kh=9, kw=9, padding=(4, 4)),                    # generic-size taps
+    Conv(1, 32, 1, 1, kh=1, kw=1, padding=(0, 0)),                     # 1x1 image, 1x1 kernel
+]
+
+
+@pytest.fixture
+def blocked_forced(monkeypatch):
+    monkeypatch.setenv("FASTDW_CPU_BLOCKED", "1")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("cfg", BLOCKED_CONFIGS + CONFIGS, ids=str)
+def test_blocked_matches_reference(cfg, layout, dtype, blocked_forced):
+    _check_against_reference(cfg, dtype, layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_blocked_gradcheck_float32_path(layout, blocked_forced):
+    """float64 never runs the blocked kernels (they compute in float); their gradients are
+    checked against float64 finite differences through the float32 op instead."""
+    cfg = Conv(1, 18, 7, 8, kh=3, kw=3, stride=(2, 1))
+    x, w, b = cfg.make(dtype=torch.float32, channels_last=layout == "channels_last")
+    x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
+
+    def f(x64, w64, b64):
+        # The fastdw op in float32, lifted to float64 for gradcheck's arithmetic.
+        return fastdw.depthwise_conv2d(x64.float(), w64.float(), b64.float(),
+                                       **cfg.conv_args).double()
+    torch.autograd.gradcheck(f, (x64, w64, b64), eps=1e-2, atol=5e-3, rtol=5e-3)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_blocked_same_bits_for_any_thread_count(layout, blocked_forced):
+    """The work split (groups, strips) follows the thread count; each output is still computed
+    by one work item with the same order of taps, so the bits do not change."""
+    x, w, b = Conv(3, 40, 23, 21, kh=5, kw=5, padding=(2, 2)).make(
+        dtype=torch.float32, channels_last=layout == "channels_last")
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            outs.append(fastdw.depthwise_conv2d(x, w, b, padding=2))
+    finally:
+        torch.set_num_threads(threads)
+    for out in outs[1:]:
+        assert torch.equal(out, outs[0])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_blocked_off_and_on_agree(layout, monkeypatch):
+    x, w, b = Conv(2, 35, 13, 12, kh=5, kw=5, padding=(2, 2), stride=(2, 2)).make(
+        dtype=torch.float32, channels_last=layout == "channels_last")
+    monkeypatch.setenv("FASTDW_CPU_BLOCKED", "1")
+    on = fastdw.depthwise_conv2d(x, w, b, stride=2, padding=2)
+    monkeypatch.setenv("FASTDW_CPU_BLOCKED", "0")
+    off = fastdw.depthwise_conv2d(x, w, b, stride=2, padding=2)
+    torch.testing.assert_close(on, off, rtol=1e-5, atol=1e-5)
+    assert on.stride() == off.stride()
+
+
+def _available_isas():
+    from fastdw import _C
+    best = _C.cpu_isa()
+    return {"avx512": ["generic", "avx2", "avx512"], "avx2": ["generic", "avx2"],
+            "generic": ["generic"]}[best]
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_blocked_every_isa_build(isa):
+    """Each instruction-set build of the blocked kernels (its own vector width and unroll),
+    in a subprocess because the ISA is chosen once per process."""
+    if isa not in _available_isas():
+        pytest.skip(f"this CPU cannot run the {isa} build")
+    code = (
+        "import torch\n"
+        "from fastdw import _C\n"
+        f"assert _C.cpu_isa() == {isa!r}, _C.cpu_isa()\n"
+        "from tests.test_cpu_blocked import BLOCKED_CONFIGS\n"
+        "from tests.test_depthwise_cpu import _check_against_reference\n"
+        "for cfg in BLOCKED_CONFIGS:\n"
+        "    for layout in ('nchw', 'channels_last'):\n"
+        "        for dtype in (torch.float32, torch.bfloat16, torch.float16):\n"
+        "            _check_against_reference(cfg, dtype, layout)\n"
+        "print('ok')\n")
+    env = dict(os.environ, FASTDW_CPU_ISA=isa, FASTDW_CPU_BLOCKED="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
