@@ -98,7 +98,12 @@ struct AlignedAllocator {
   template <typename scalar_t>                                                              \
   ATTR void forward_blocked(const DepthwiseParams& p, const BlockedGeometry& g,             \
                             const scalar_t* input, const float* weight, const float* bias,  \
-                            scalar_t* output, int64_t begin, int64_t end);
+                            scalar_t* output, int64_t begin, int64_t end);             \
+  /* Backward-weight pass 1, multiplier 1: partial[item][block][taps + 1][kLanes] floats. */  \
+  template <typename scalar_t>                                                              \
+  ATTR void backward_weight_blocked(const DepthwiseParams& p, const BlockedGeometry& g,     \
+                                    const scalar_t* grad_output, const scalar_t* input,     \
+                                    float* partial, int64_t begin, int64_t end);
 
 namespace generic {
 FASTDW_DECLARE_BLOCKED_KERNELS()
