@@ -4,7 +4,8 @@ In normal use they run only on the shapes where they measured faster (depthwise_
 blocked_forward_wins); FASTDW_CPU_BLOCKED=1 (read on every call) sends every eligible call to
 them, so here they see the whole config table plus the shapes that exercise their own
 decomposition: channel tails, several channel groups, strips, ring wrap-around with stride and
-dilation, and every instruction-set build."""
+dilation, and every instruction-set build. The padding-beyond-
+the-kernel shapes are also the regression test for a lost grad_bias (rows no tap reaches)."""
 import os
 import subprocess
 import sys
@@ -29,6 +30,11 @@ BLOCKED_CONFIGS = [
     Conv(1, 200, 9, 300, kh=3, kw=3),                                  # many channel groups
     Conv(3, 48, 30, 7, kh=9, kw=9, padding=(4, 4)),                    # generic-size taps
     Conv(1, 32, 1, 1, kh=1, kw=1, padding=(0, 0)),                     # 1x1 image, 1x1 kernel
+    # Whole 16-channel blocks with stride, dilation, wide padding and 7x7 on a 7x7 image.
+    Conv(2, 32, 15, 17, stride=(2, 2)),
+    Conv(1, 64, 12, 11, kh=5, kw=5, dilation=(2, 2), padding=(4, 4)),
+    Conv(1, 16, 9, 9, kh=3, kw=3, padding=(4, 5)),
+    Conv(2, 48, 7, 7, kh=7, kw=7, padding=(3, 3)),
 ]
 
 
