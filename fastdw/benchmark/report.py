@@ -38,8 +38,13 @@ def header(result: Dict) -> str:
              f"fastdw {m['fastdw']}, triton {m.get('triton')}, {m['threads']} CPU threads",
              f"timer: {m['timer']}; {m['quantiles']}; copy bandwidth {m['copy_gbps']:.1f} GB/s "
              f"(copy of {m['copy_bytes'] >> 20} MiB, bytes read + written)"]
-    load, cores = m.get("load_average"), m.get("cpu_count")
-    if m["device"] == "cpu" and load is not None and cores and load > 0.75 * cores:
+    busy, load, cores = m.get("busy_elsewhere"), m.get("load_average"), m.get("cpu_count")
+    if m["device"] == "cpu" and busy is not None:
+        if busy > 0.25:
+            lines.append(f"warning: other processes were using {busy} of {cores} CPUs at the "
+                         "start: they compete with the timings; expect noisy times (spread "
+                         "marked *); --threads 1 suffers less from it")
+    elif m["device"] == "cpu" and load is not None and cores and load > 0.75 * cores:
         lines.append(f"warning: load average {load} on {cores} cores at the start: other "
                      "processes compete for the CPU; expect noisy times (spread marked *); "
                      "--threads 1 suffers less from it")

@@ -7,6 +7,7 @@ import datetime
 import os
 import platform
 import sys
+import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -71,6 +72,23 @@ def _load() -> Optional[float]:
         return None
 
 
+def _busy_elsewhere(window: float = 0.5) -> Optional[float]:
+    """CPUs' worth of time the rest of the machine used during a short window in which this
+    process sleeps (Linux /proc/stat). Unlike the load average, which trails by a minute (the
+    build that just finished counts), this is what competes with the timings now."""
+    def busy_jiffies():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+        return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    try:
+        before = busy_jiffies()
+        time.sleep(window)
+        after = busy_jiffies()
+        return round((after - before) / os.sysconf("SC_CLK_TCK") / window, 2)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def environment(device: torch.device) -> Dict:
     """Versions and machine facts recorded with every result."""
     info = {
@@ -82,6 +100,7 @@ def environment(device: torch.device) -> Dict:
         "cpu_count": os.cpu_count(),
         "cpu": _cpu_name(),
         "load_average": _load(),
+        "busy_elsewhere": _busy_elsewhere() if device.type == "cpu" else None,
         "onednn_enabled": bool(torch.backends.mkldnn.is_available()
                                and torch._C._get_mkldnn_enabled()),
     }
