@@ -31,19 +31,21 @@ def step_profile(model, x, target, opt):
     return prof.key_averages(group_by_input_shape=True)
 
 
+# PyTorch's convolution ops and the position of the weight among their recorded input shapes.
+_WEIGHT_ARG = {"aten::mkldnn_convolution": 1, "aten::_conv_depthwise2d": 1,
+               "aten::thnn_conv2d": 1, "aten::convolution_backward": 2}
+
+
 def depthwise_ms(events):
     total = sum(e.self_cpu_time_total for e in events) / 1e3
     dw = 0.0
     for e in events:
         if "fastdw" in e.key:  # the ops and their autograd nodes
             dw += e.self_cpu_time_total / 1e3
-        elif e.key in ("aten::mkldnn_convolution", "aten::convolution_backward",
-                       "aten::_conv_depthwise2d", "aten::thnn_conv2d"):
-            shapes = e.input_shapes
-            if len(shapes) > 1 and len(shapes[1]) == 4 and shapes[1][1] == 1 and shapes[1][0] > 1:
-                dw += e.self_cpu_time_total / 1e3
-            elif e.key == "aten::convolution_backward" and len(shapes) > 2 \
-                    and len(shapes[2]) == 4 and shapes[2][1] == 1 and shapes[2][0] > 1:
+        elif e.key in _WEIGHT_ARG:
+            shapes, i = e.input_shapes, _WEIGHT_ARG[e.key]
+            weight = shapes[i] if len(shapes) > i else []
+            if len(weight) == 4 and weight[1] == 1 and weight[0] > 1:  # (C*m, 1, kh, kw)
                 dw += e.self_cpu_time_total / 1e3
     return dw, total
 

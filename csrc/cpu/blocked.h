@@ -31,12 +31,9 @@ struct BlockedItem {
 struct BlockedGeometry {
   int64_t batch, blocks, group_blocks, groups, strips, rows_per_strip, out_h;
   int64_t padded_w;  // scratch columns: those the taps of out_w outputs reach
-  int64_t stride_h, dilation_h, kernel_h;
+  int64_t dilation_h, kernel_h;
 
   int64_t items() const { return batch * groups * strips; }
-  int64_t input_rows(int64_t out_rows) const {
-    return (out_rows - 1) * stride_h + (kernel_h - 1) * dilation_h + 1;
-  }
   // Input rows one output row reads: the ring of rows kept per channel block.
   int64_t ring_rows() const { return (kernel_h - 1) * dilation_h + 1; }
   int64_t scratch_floats() const { return group_blocks * ring_rows() * padded_w * kLanes; }
@@ -56,7 +53,6 @@ inline BlockedGeometry blocked_geometry(const DepthwiseParams& p, int64_t thread
   g.blocks = (p.in_channels + kLanes - 1) / kLanes;
   g.out_h = p.out_h;
   g.padded_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
-  g.stride_h = p.stride_h;
   g.dilation_h = p.dilation_h;
   g.kernel_h = p.kernel_h;
   const int64_t block_bytes = g.ring_rows() * g.padded_w * kLanes * int64_t(sizeof(float));

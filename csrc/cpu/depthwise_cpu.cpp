@@ -182,7 +182,8 @@ void backward_weight_blocked_run(const DepthwiseParams& p, const BlockedGeometry
 template <typename scalar_t>
 void forward_blocked_run(const DepthwiseParams& p, const BlockedGeometry& g, const Tensor& x,
                          const Tensor& weight, const std::optional<Tensor>& bias, Tensor& out) {
-  const Tensor w = weight.to(at::kFloat).reshape({p.out_channels, p.taps()}).t().contiguous();
+  // [taps][C] in either layout: the NHWC kernels' packing.
+  const Tensor w = packed_weight(weight, as_channels_last(p), at::kFloat);
   const Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : Tensor();
   const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
   const float* w_ptr = w.const_data_ptr<float>();
