@@ -106,3 +106,16 @@ def assert_close_to_reference(actual: torch.Tensor, expected64: torch.Tensor, dt
             f"{what}: {int(bad.sum())} of {err.numel()} elements off; first at {idx}: "
             f"got {actual[idx].item()!r}, expected {expected[idx].item()!r}; "
             f"max abs err {err.max().item():.3g} (scale {scale:.3g}, {dtype})")
+
+
+def assert_gradients_close(grads, grads64, dtype, out_shape, batch: int, what: str):
+    """(grad_input, grad_weight, grad_bias or None) against their float64 references. A weight
+    or bias gradient sums N*OH*OW terms: its tolerance scales with that length."""
+    (gx, gw, gb), (rx, rw, rb) = grads, grads64
+    assert_close_to_reference(gx, rx, dtype, f"{what} grad_input")
+    terms = (batch * out_shape[2] * out_shape[3]) ** 0.5
+    assert_close_to_reference(gw, rw, dtype, f"{what} grad_weight",
+                              max(1.0, rw.abs().max().item(), terms))
+    if gb is not None:
+        assert_close_to_reference(gb, rb, dtype, f"{what} grad_bias",
+                                  max(1.0, rb.abs().max().item(), terms))

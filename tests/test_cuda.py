@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 
 import fastdw
 from fastdw import reference
-from tests.configs import CONFIGS, Conv, assert_close_to_reference
+from tests.configs import CONFIGS, Conv, assert_close_to_reference, assert_gradients_close
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -88,14 +88,9 @@ def _check_against_reference(cfg, dtype, layout):
     grad = grad.to(dtype).double()
     ref.backward(grad)
     out.backward(_layout(grad.to(dtype), layout).to(CUDA))
-    assert_close_to_reference(xc.grad, x64.grad, dtype, f"{cfg} {layout} grad_input")
-    # A weight-gradient sum runs over N*OH*OW terms: scale its tolerance with that length.
-    terms = (cfg.n * ref.shape[2] * ref.shape[3]) ** 0.5
-    scale = max(1.0, w64.grad.abs().max().item(), terms)
-    assert_close_to_reference(wc.grad, w64.grad, dtype, f"{cfg} {layout} grad_weight", scale)
-    if b is not None:
-        scale = max(1.0, b64.grad.abs().max().item(), terms)
-        assert_close_to_reference(bc.grad, b64.grad, dtype, f"{cfg} {layout} grad_bias", scale)
+    assert_gradients_close((xc.grad, wc.grad, None if b is None else bc.grad),
+                           (x64.grad, w64.grad, None if b is None else b64.grad),
+                           dtype, ref.shape, cfg.n, f"{cfg} {layout}")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 import fastdw
 from fastdw import reference
-from tests.configs import CONFIGS, Conv, assert_close_to_reference
+from tests.configs import CONFIGS, Conv, assert_close_to_reference, assert_gradients_close
 
 LAYOUTS = ["nchw", "channels_last"]
 
@@ -35,14 +35,9 @@ def _check_against_reference(cfg, dtype, layout):
     grad = torch.randn(ref.shape, dtype=torch.float64)
     ref.backward(grad)
     out.backward(_layout(grad.to(dtype), layout))
-    assert_close_to_reference(x.grad, x64.grad, dtype, f"{cfg} {layout} grad_input")
-    # A weight-gradient sum runs over N*OH*OW terms: scale its tolerance with that length.
-    terms = (cfg.n * ref.shape[2] * ref.shape[3]) ** 0.5
-    scale = max(1.0, w64.grad.abs().max().item(), terms)
-    assert_close_to_reference(w.grad, w64.grad, dtype, f"{cfg} {layout} grad_weight", scale)
-    if b is not None:
-        scale = max(1.0, b64.grad.abs().max().item(), terms)
-        assert_close_to_reference(b.grad, b64.grad, dtype, f"{cfg} {layout} grad_bias", scale)
+    assert_gradients_close((x.grad, w.grad, None if b is None else b.grad),
+                           (x64.grad, w64.grad, None if b is None else b64.grad),
+                           dtype, ref.shape, cfg.n, f"{cfg} {layout}")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
