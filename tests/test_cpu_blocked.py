@@ -1,11 +1,15 @@
-"""The channel-blocked CPU kernels (csrc/cpu/blocked.inc), forced on wherever they apply.
+"""The channel-blocked CPU kernels, forced on wherever they apply: the ring kernels
+(csrc/cpu/blocked.inc) and the in-place channels_last forward (csrc/cpu/direct_nhwc.inc).
 
 In normal use they run only on the shapes where they measured faster (depthwise_cpu.cpp,
-blocked_forward_wins); FASTDW_CPU_BLOCKED=1 (read on every call) sends every eligible call to
-them, so here they see the whole config table plus the shapes that exercise their own
-decomposition: channel tails, several channel groups, strips, ring wrap-around with stride and
-dilation, and every instruction-set build. The padding-beyond-
-the-kernel shapes are also the regression test for a lost grad_bias (rows no tap reaches)."""
+blocked_forward_wins, direct_forward_wins); FASTDW_CPU_BLOCKED=1 or =direct (read on every call)
+sends every eligible call to one of them, so here they see the whole config table plus the shapes
+that exercise their own decomposition: channel tails, several channel groups, strips, ring
+wrap-around with stride and dilation, tiles of 1, 2 and 4 channel blocks, rows too narrow for a
+tile, and every instruction-set build. The padding-beyond-the-kernel shapes are also the
+regression test for a lost grad_bias (rows no tap reaches). The in-place kernel only takes
+channels_last, multiplier 1, dilation 1, square 3/5/7 kernels and stride 1 or 2; other calls in
+that mode run the default kernels."""
 import os
 import subprocess
 import sys
@@ -38,23 +42,45 @@ BLOCKED_CONFIGS = [
 ]
 
 
-@pytest.fixture
-def blocked_forced(monkeypatch):
-    monkeypatch.setenv("FASTDW_CPU_BLOCKED", "1")
+# Shapes for the in-place channels_last forward: its channel groups (4, 2, 1 full blocks and a
+# partial block), tiles and row remainders, borders on both sides, rows with no interior pixel,
+# padding beyond the kernel, and image rows that no tap reaches. Backward-input with stride 1
+# runs it too (a convolution with the flipped kernel).
+DIRECT_CONFIGS = [
+    Conv(2, 16, 9, 30),                                                # one block, long rows
+    Conv(1, 32, 11, 12, kh=5, kw=5, padding=(2, 2)),                   # a group of 2
+    Conv(2, 64, 8, 9, kh=7, kw=7, padding=(3, 3)),                     # a group of 4
+    Conv(1, 120, 7, 13),                                               # 4 + 2 + 1 + 8-lane tail
+    Conv(2, 5, 6, 7, kh=5, kw=5, padding=(2, 2), stride=(2, 2)),       # only a partial block
+    Conv(1, 80, 13, 15, stride=(2, 2)),                                # 4 + 1, stride 2
+    Conv(1, 48, 12, 29, kh=7, kw=7, padding=(3, 3), stride=(2, 2)),    # 2 + 1, stride 2, 7x7
+    Conv(1, 64, 5, 2, kh=7, kw=7, padding=(3, 3)),                     # no interior pixel
+    Conv(1, 16, 6, 7, padding=(4, 5)),                                 # padding beyond kernel
+    Conv(2, 32, 9, 10, kh=5, kw=5, padding=(0, 0)),                    # no padding
+    Conv(1, 16, 1, 17, padding=(1, 1), bias=False),                    # H = 1
+]
+
+MODES = ["1", "direct"]
+
+
+@pytest.fixture(params=MODES, ids=["ring", "direct"])
+def blocked_forced(request, monkeypatch):
+    monkeypatch.setenv("FASTDW_CPU_BLOCKED", request.param)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("cfg", BLOCKED_CONFIGS + CONFIGS, ids=str)
+@pytest.mark.parametrize("cfg", BLOCKED_CONFIGS + DIRECT_CONFIGS + CONFIGS, ids=str)
 def test_blocked_matches_reference(cfg, layout, dtype, blocked_forced):
     _check_against_reference(cfg, dtype, layout)
 
 
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)], ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_blocked_gradcheck_float32_path(layout, blocked_forced):
+def test_blocked_gradcheck_float32_path(layout, stride, blocked_forced):
     """float64 never runs the blocked kernels (they compute in float); their gradients are
     checked against float64 finite differences through the float32 op instead."""
-    cfg = Conv(1, 18, 7, 8, kh=3, kw=3, stride=(2, 1))
+    cfg = Conv(1, 18, 7, 8, kh=3, kw=3, stride=stride)
     x, w, b = cfg.make(dtype=torch.float32, channels_last=layout == "channels_last")
     x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
 
@@ -83,11 +109,12 @@ def test_blocked_same_bits_for_any_thread_count(layout, blocked_forced):
         assert torch.equal(out, outs[0])
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_blocked_off_and_on_agree(layout, monkeypatch):
+def test_blocked_off_and_on_agree(layout, mode, monkeypatch):
     x, w, b = Conv(2, 35, 13, 12, kh=5, kw=5, padding=(2, 2), stride=(2, 2)).make(
         dtype=torch.float32, channels_last=layout == "channels_last")
-    monkeypatch.setenv("FASTDW_CPU_BLOCKED", "1")
+    monkeypatch.setenv("FASTDW_CPU_BLOCKED", mode)
     on = fastdw.depthwise_conv2d(x, w, b, stride=2, padding=2)
     monkeypatch.setenv("FASTDW_CPU_BLOCKED", "0")
     off = fastdw.depthwise_conv2d(x, w, b, stride=2, padding=2)
@@ -102,8 +129,9 @@ def _available_isas():
             "generic": ["generic"]}[best]
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
-def test_blocked_every_isa_build(isa):
+def test_blocked_every_isa_build(isa, mode):
     """Each instruction-set build of the blocked kernels (its own vector width and unroll),
     in a subprocess because the ISA is chosen once per process."""
     if isa not in _available_isas():
@@ -112,14 +140,14 @@ def test_blocked_every_isa_build(isa):
         "import torch\n"
         "from fastdw import _C\n"
         f"assert _C.cpu_isa() == {isa!r}, _C.cpu_isa()\n"
-        "from tests.test_cpu_blocked import BLOCKED_CONFIGS\n"
+        "from tests.test_cpu_blocked import BLOCKED_CONFIGS, DIRECT_CONFIGS\n"
         "from tests.test_depthwise_cpu import _check_against_reference\n"
-        "for cfg in BLOCKED_CONFIGS:\n"
+        "for cfg in BLOCKED_CONFIGS + DIRECT_CONFIGS:\n"
         "    for layout in ('nchw', 'channels_last'):\n"
         "        for dtype in (torch.float32, torch.bfloat16, torch.float16):\n"
         "            _check_against_reference(cfg, dtype, layout)\n"
         "print('ok')\n")
-    env = dict(os.environ, FASTDW_CPU_ISA=isa, FASTDW_CPU_BLOCKED="1")
+    env = dict(os.environ, FASTDW_CPU_ISA=isa, FASTDW_CPU_BLOCKED=mode)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
                             capture_output=True, text=True, timeout=900)

@@ -26,6 +26,7 @@ namespace cpu {
 namespace generic {
 #define FASTDW_TARGET
 constexpr int kUnroll = 2;
+#include "cpu/lanes.inc"
 #include "cpu/blocked.inc"
 FASTDW_INSTANTIATE_BLOCKED_ALL
 #undef FASTDW_TARGET
@@ -34,6 +35,7 @@ FASTDW_INSTANTIATE_BLOCKED_ALL
 namespace avx2 {
 #define FASTDW_TARGET FASTDW_TARGET_AVX2
 constexpr int kUnroll = 4;
+#include "cpu/lanes.inc"
 #include "cpu/blocked.inc"
 FASTDW_INSTANTIATE_BLOCKED_ALL
 #undef FASTDW_TARGET
@@ -42,6 +44,7 @@ FASTDW_INSTANTIATE_BLOCKED_ALL
 namespace avx512 {
 #define FASTDW_TARGET FASTDW_TARGET_AVX512
 constexpr int kUnroll = 7;  // 7 divides every width of MobileNet, EfficientNet, ConvNeXt
+#include "cpu/lanes.inc"
 #include "cpu/blocked.inc"
 FASTDW_INSTANTIATE_BLOCKED_ALL
 #undef FASTDW_TARGET

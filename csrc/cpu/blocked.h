@@ -89,6 +89,42 @@ struct AlignedAllocator {
   bool operator==(const AlignedAllocator&) const { return true; }
 };
 
+// The shapes the in-place channels_last forward is compiled for.
+inline bool direct_nhwc_fits(const DepthwiseParams& p) {
+  const bool square = p.kernel_h == p.kernel_w && p.stride_h == p.stride_w;
+  return p.channels_last && p.multiplier == 1 && square && p.dilation_h == 1 &&
+         p.dilation_w == 1 && (p.kernel_h == 3 || p.kernel_h == 5 || p.kernel_h == 7) &&
+         (p.stride_h == 1 || p.stride_h == 2);
+}
+
+// The channel blocks [b0, b0 + nb) of one work item of the in-place channels_last forward; full:
+// all kLanes channels of each block exist.
+struct DirectGroup {
+  int64_t b0, nb;
+  bool full;
+};
+
+// Groups of 4 full blocks, then one of 2 and one of 1 for the rest, then the partial block.
+inline int64_t direct_group_count(int64_t channels) {
+  const int64_t full = channels / kLanes;
+  return full / 4 + (full % 4) / 2 + (full % 2) + (channels % kLanes != 0);
+}
+inline DirectGroup direct_group(int64_t channels, int64_t g) {
+  const int64_t full = channels / kLanes, fours = full / 4;
+  if (g < fours) return {4 * g, 4, true};
+  int64_t b = 4 * fours;
+  g -= fours;
+  if (full % 4 >= 2) {
+    if (g == 0) return {b, 2, true};
+    b += 2, --g;
+  }
+  if (full % 2) {
+    if (g == 0) return {b, 1, true};
+    b += 1, --g;
+  }
+  return {b, 1, false};
+}
+
 #define FASTDW_DECLARE_BLOCKED_KERNELS(ATTR)                                                  \
   /* Forward, multiplier 1; weight [taps][C] in float. Items [begin, end) of g. */           \
   template <typename scalar_t>                                                              \
@@ -99,7 +135,13 @@ struct AlignedAllocator {
   template <typename scalar_t>                                                              \
   ATTR void backward_weight_blocked(const DepthwiseParams& p, const BlockedGeometry& g,     \
                                     const scalar_t* grad_output, const scalar_t* input,     \
-                                    float* partial, int64_t begin, int64_t end);
+                                    float* partial, int64_t begin, int64_t end);              \
+  /* Channels_last forward reading the input in place (direct_nhwc.inc), for direct_nhwc_fits \
+     shapes; packed [block][taps + 1][kLanes] floats (taps, then bias). Items: (n, oh, group). */ \
+  template <typename scalar_t>                                                              \
+  ATTR void forward_direct_nhwc(const DepthwiseParams& p, const scalar_t* input,            \
+                                const float* packed, scalar_t* output, int64_t begin,       \
+                                int64_t end);
 
 namespace generic {
 FASTDW_DECLARE_BLOCKED_KERNELS()

@@ -86,8 +86,9 @@ std::optional<DepthwiseParams> backward_input_as_forward(const DepthwiseParams& 
 // Where the channel-blocked forward (blocked.inc) beats the per-layout kernels, measured
 // in-process A/B on a 2-core Zen 4 EPYC (fp32, the MobileNetV2 / EfficientNet-B0 / ConvNeXt-T
 // depthwise layers, N = 1 and 8; bench/results/ has the table):
-// - channels_last, kernels of 5x5 taps and more: 1.0-1.3x (its scratch copy of the input is
-//   amortised over more taps; 3x3 is 0.7-1.0x, so 3x3 stays on the direct NHWC kernel);
+// - channels_last, kernels of 5x5 taps and more: 1.0-1.3x over the per-pixel NHWC kernel (its
+//   scratch copy of the input is amortised over more taps); where the in-place kernel applies,
+//   direct_forward_wins is asked first;
 // - NCHW with stride >= 2 and output planes up to 28x28: 1.0-1.7x over the phase-split planes;
 // - NCHW 7x7 planes and smaller with many planes (N*C >= 4096): 1.1-1.7x.
 // It multiplies the weights by materialised zero padding, so a caller that needs padded taps
@@ -99,14 +100,18 @@ bool blocked_forward_wins(const DepthwiseParams& p) {
   return plane <= 7 * 7 && p.batch * p.in_channels >= 4096;
 }
 
-// FASTDW_CPU_BLOCKED=0 turns the channel-blocked kernels off, =1 forces them wherever they
-// apply (A/B benchmarking and tests), unset leaves the choice to the measured rules; read per
-// call, which costs nothing measurable.
-enum class BlockedMode { kOff, kAuto, kForce };
+// FASTDW_CPU_BLOCKED=0 turns the channel-blocked kernels off, =1 forces the ring kernels
+// wherever they apply, =direct forces the in-place channels_last forward wherever it applies (A/B
+// benchmarking and tests); unset leaves the choice to the measured rules. Read per call, which
+// costs nothing measurable.
+enum class BlockedMode { kOff, kAuto, kForce, kDirect };
 BlockedMode blocked_mode() {
   const char* env = std::getenv("FASTDW_CPU_BLOCKED");
   const std::string mode = env ? env : "";
-  return mode == "0" ? BlockedMode::kOff : mode == "1" ? BlockedMode::kForce : BlockedMode::kAuto;
+  return mode == "0"        ? BlockedMode::kOff
+         : mode == "1"      ? BlockedMode::kForce
+         : mode == "direct" ? BlockedMode::kDirect
+                            : BlockedMode::kAuto;
 }
 
 std::optional<BlockedGeometry> blocked_forward_geometry(const DepthwiseParams& p,
@@ -114,7 +119,7 @@ std::optional<BlockedGeometry> blocked_forward_geometry(const DepthwiseParams& p
   const BlockedMode mode = blocked_mode();
   if (mode == BlockedMode::kOff || p.multiplier != 1 || dtype == at::kDouble || !weights_finite)
     return std::nullopt;
-  if (mode == BlockedMode::kAuto && !blocked_forward_wins(p)) return std::nullopt;
+  if (mode != BlockedMode::kForce && !blocked_forward_wins(p)) return std::nullopt;
   const BlockedGeometry g = blocked_geometry(p, at::get_num_threads());
   if (!blocked_fits(p, g)) return std::nullopt;
   return g;
@@ -138,7 +143,7 @@ std::optional<BlockedGeometry> blocked_weight_geometry(const DepthwiseParams& p,
                                                        at::ScalarType dtype) {
   const BlockedMode mode = blocked_mode();
   if (mode == BlockedMode::kOff || p.multiplier != 1 || dtype == at::kDouble) return std::nullopt;
-  if (mode == BlockedMode::kAuto && !blocked_weight_wins(p)) return std::nullopt;
+  if (mode != BlockedMode::kForce && !blocked_weight_wins(p)) return std::nullopt;
   const BlockedGeometry g = blocked_geometry(p, kWeightSplitThreads);
   if (!blocked_fits(p, g)) return std::nullopt;
   return g;
@@ -198,9 +203,71 @@ void forward_blocked_run(const DepthwiseParams& p, const BlockedGeometry& g, con
   });
 }
 
+// The in-place channels_last forward (direct_nhwc.inc), measured in-process A/B against the ring
+// kernel and the per-pixel NHWC kernel (2-core Zen 4, fp32, the three suites' layers at N = 1
+// and 8): fastest on every 3x3 layer (1.1-1.6x over the better of the two at N = 1, 1.0-1.5x at
+// N = 8) and on 5x5/7x7 layers at N = 1; the ring kernel stays ahead (1.1-1.2x) on 5x5/7x7
+// stride-1 layers of 14x14 and 28x28 at N = 8, where its one converted copy of the input serves
+// 25-49 taps.
+bool direct_forward_wins(const DepthwiseParams& p, at::ScalarType dtype) {
+  const BlockedMode mode = blocked_mode();
+  if (mode == BlockedMode::kOff || mode == BlockedMode::kForce || dtype == at::kDouble ||
+      !direct_nhwc_fits(p))
+    return false;
+  if (mode == BlockedMode::kDirect) return true;
+  const bool ring_wins = p.taps() >= 25 && p.stride_w == 1 && p.batch >= 4 && p.out_w >= 14 &&
+                         p.out_w <= 28;
+  return !ring_wins;
+}
+
+// Weights (and bias) as the channel-blocked kernels read them: [block][taps + 1][kLanes] floats,
+// the taps then the bias, zero past the last channel. A plain loop: a chain of tensor ops to do
+// the same costs more than the kernel on small layers.
+Tensor blocked_packed_weight(const Tensor& weight, const std::optional<Tensor>& bias,
+                             const DepthwiseParams& p) {
+  const int64_t taps = p.taps(), C = p.out_channels, blocks = (C + kLanes - 1) / kLanes;
+  const Tensor w = weight.to(at::kFloat).contiguous();
+  const Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : Tensor();
+  Tensor packed = at::zeros({blocks, taps + 1, kLanes}, weight.options().dtype(at::kFloat));
+  const float* w_ptr = w.const_data_ptr<float>();
+  float* out = packed.mutable_data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c) {
+    float* dst = out + (c / kLanes) * (taps + 1) * kLanes + c % kLanes;
+    for (int64_t t = 0; t < taps; ++t) dst[t * kLanes] = w_ptr[c * taps + t];
+    if (b.defined()) dst[taps * kLanes] = b.const_data_ptr<float>()[c];
+  }
+  return packed;
+}
+
+template <typename scalar_t>
+void forward_direct_run(const DepthwiseParams& p, const Tensor& x, const Tensor& weight,
+                        const std::optional<Tensor>& bias, Tensor& out) {
+  const Tensor packed = blocked_packed_weight(weight, bias, p);
+  const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
+  const float* w_ptr = packed.const_data_ptr<float>();
+  scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+  const Isa isa = active_isa();
+  const auto kernel = isa == Isa::kAvx512 ? avx512::forward_direct_nhwc<scalar_t>
+                      : isa == Isa::kAvx2 ? avx2::forward_direct_nhwc<scalar_t>
+                                          : generic::forward_direct_nhwc<scalar_t>;
+  const int64_t groups = direct_group_count(p.in_channels);
+  at::parallel_for(0, p.batch * groups * p.out_h, grain_for(p.out_w * 4 * kLanes * p.taps()),
+                   [&](int64_t begin, int64_t end) {
+                     kernel(p, x_ptr, w_ptr, out_ptr, begin, end);
+                   });
+}
+
 // Runs the forward kernels for Params p on dense tensors x (input) and out (output).
 Tensor forward_into(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                     const DepthwiseParams& p, Tensor& out, bool weights_finite = true) {
+  if (direct_forward_wins(p, x.scalar_type())) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
+                                    "fastdw_depthwise_forward_direct_cpu", [&] {
+      if constexpr (!std::is_same_v<scalar_t, double>)
+        forward_direct_run<scalar_t>(p, x, weight, bias, out);
+    });
+    return out;
+  }
   if (const auto g = blocked_forward_geometry(p, x.scalar_type(), weights_finite)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                     "fastdw_depthwise_forward_blocked_cpu", [&] {
