@@ -87,15 +87,17 @@ std::optional<DepthwiseParams> backward_input_as_forward(const DepthwiseParams& 
 // in-process A/B on a 2-core Zen 4 EPYC (fp32, the MobileNetV2 / EfficientNet-B0 / ConvNeXt-T
 // depthwise layers, N = 1 and 8; bench/results/ has the table):
 // - channels_last, kernels of 5x5 taps and more: 1.0-1.3x over the per-pixel NHWC kernel (its
-//   scratch copy of the input is amortised over more taps); where the in-place kernel applies,
-//   direct_forward_wins is asked first;
+//   scratch copy of the input is amortised over more taps), and bfloat16/float16 stride-1 layers
+//   (it converts each input once; 1.1-1.4x on the larger 3x3 layers); where the in-place kernel
+//   applies, direct_forward_wins is asked first;
 // - NCHW with stride >= 2 and output planes up to 28x28: 1.0-1.7x over the phase-split planes;
 // - NCHW 7x7 planes and smaller with many planes (N*C >= 4096): 1.1-1.7x.
 // It multiplies the weights by materialised zero padding, so a caller that needs padded taps
 // skipped when a weight is NaN or Inf (backward-input) passes weights_finite=false.
-bool blocked_forward_wins(const DepthwiseParams& p) {
+bool blocked_forward_wins(const DepthwiseParams& p, at::ScalarType dtype) {
   const int64_t plane = p.out_h * p.out_w;
-  if (p.channels_last) return p.taps() >= 25;
+  const bool half = dtype == at::kBFloat16 || dtype == at::kHalf;
+  if (p.channels_last) return p.taps() >= 25 || (half && p.stride_w == 1);
   if (p.stride_w >= 2) return plane <= 28 * 28;
   return plane <= 7 * 7 && p.batch * p.in_channels >= 4096;
 }
@@ -119,7 +121,7 @@ std::optional<BlockedGeometry> blocked_forward_geometry(const DepthwiseParams& p
   const BlockedMode mode = blocked_mode();
   if (mode == BlockedMode::kOff || p.multiplier != 1 || dtype == at::kDouble || !weights_finite)
     return std::nullopt;
-  if (mode != BlockedMode::kForce && !blocked_forward_wins(p)) return std::nullopt;
+  if (mode != BlockedMode::kForce && !blocked_forward_wins(p, dtype)) return std::nullopt;
   const BlockedGeometry g = blocked_geometry(p, at::get_num_threads());
   if (!blocked_fits(p, g)) return std::nullopt;
   return g;
@@ -215,16 +217,17 @@ void forward_blocked_run(const DepthwiseParams& p, const BlockedGeometry& g, con
 // and 8): fastest on every 3x3 layer (1.1-1.6x over the better of the two at N = 1, 1.0-1.5x at
 // N = 8) and on 5x5/7x7 layers at N = 1; the ring kernel stays ahead (1.1-1.2x) on 5x5/7x7
 // stride-1 layers of 14x14 and 28x28 at N = 8, where its one converted copy of the input serves
-// 25-49 taps. bfloat16 and float16 stay on the other kernels: the in-place kernel converts every
-// input vector it loads (one per multiply-add), where the ring kernel converts each input once;
-// it measured 0.6-1.0x of the better of the two in bfloat16 on all but a few small layers.
+// 25-49 taps. In bfloat16/float16 (one conversion per input vector and kernel row, where the
+// ring kernel converts each input once) it wins only on small layers, batch * output plane below
+// 8 * 14 * 14 (1.0-1.3x); larger ones go to the ring kernel (stride 1, 1.1-1.4x) or the
+// per-pixel kernel (stride 2).
 bool direct_forward_wins(const DepthwiseParams& p, at::ScalarType dtype) {
   const BlockedMode mode = blocked_mode();
   if (mode == BlockedMode::kOff || mode == BlockedMode::kForce || dtype == at::kDouble ||
       !direct_nhwc_fits(p))
     return false;
   if (mode == BlockedMode::kDirect) return true;
-  if (dtype != at::kFloat) return false;
+  if (dtype != at::kFloat) return p.batch * p.out_h * p.out_w < 8 * 14 * 14;
   const bool ring_wins = p.taps() >= 25 && p.stride_w == 1 && p.batch >= 4 && p.out_w >= 14 &&
                          p.out_w <= 28;
   return !ring_wins;
