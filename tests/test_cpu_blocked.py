@@ -39,6 +39,10 @@ BLOCKED_CONFIGS = [
     Conv(1, 64, 12, 11, kh=5, kw=5, dilation=(2, 2), padding=(4, 4)),
     Conv(1, 16, 9, 9, kh=3, kw=3, padding=(4, 5)),
     Conv(2, 48, 7, 7, kh=7, kw=7, padding=(3, 3)),
+    # NCHW rows narrower than a block: whole-vector reads past the row end (planes of >= 16
+    # elements), the last channel of the tensor read only to its end, and planes under 16.
+    Conv(1, 16, 4, 5, padding=(1, 1)),
+    Conv(2, 32, 3, 3, stride=(2, 2)),
 ]
 
 
