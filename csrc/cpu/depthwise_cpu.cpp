@@ -90,8 +90,10 @@ std::optional<DepthwiseParams> backward_input_as_forward(const DepthwiseParams& 
 //   scratch copy of the input is amortised over more taps), and bfloat16/float16 stride-1 layers
 //   (it converts each input once; 1.1-1.4x on the larger 3x3 layers); where the in-place kernel
 //   applies, direct_forward_wins is asked first;
-// - NCHW with stride >= 2 and output planes up to 28x28: 1.0-1.7x over the phase-split planes;
-// - NCHW 7x7 planes and smaller with many planes (N*C >= 4096): 1.1-1.7x.
+// - NCHW with stride >= 2 and output planes up to 28x28: 1.3-2.7x over the phase-split planes;
+// - NCHW 7x7 planes and smaller with many planes (N*C >= 4096): 1.1-1.7x;
+// - NCHW 7x7 kernels, and 5x5 on 7x7 planes: 1.0-1.2x (after its NCHW rows narrower than a
+//   block went through the transpose as well).
 // It multiplies the weights by materialised zero padding, so a caller that needs padded taps
 // skipped when a weight is NaN or Inf (backward-input) passes weights_finite=false.
 bool blocked_forward_wins(const DepthwiseParams& p, at::ScalarType dtype) {
@@ -99,6 +101,7 @@ bool blocked_forward_wins(const DepthwiseParams& p, at::ScalarType dtype) {
   const bool half = dtype == at::kBFloat16 || dtype == at::kHalf;
   if (p.channels_last) return p.taps() >= 25 || (half && p.stride_w == 1);
   if (p.stride_w >= 2) return plane <= 28 * 28;
+  if (p.taps() >= 49 || (plane <= 7 * 7 && p.taps() >= 25)) return true;
   return plane <= 7 * 7 && p.batch * p.in_channels >= 4096;
 }
 
