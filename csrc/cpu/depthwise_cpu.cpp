@@ -217,23 +217,18 @@ void forward_blocked_run(const DepthwiseParams& p, const BlockedGeometry& g, con
 
 // The in-place channels_last forward (direct_nhwc.inc), measured in-process A/B against the ring
 // kernel and the per-pixel NHWC kernel (2-core Zen 4, fp32, the three suites' layers at N = 1
-// and 8): fastest on every 3x3 layer (1.1-1.6x over the better of the two at N = 1, 1.0-1.5x at
-// N = 8) and on 5x5/7x7 layers at N = 1; the ring kernel stays ahead (1.1-1.2x) on 5x5/7x7
-// stride-1 layers of 14x14 and 28x28 at N = 8, where its one converted copy of the input serves
-// 25-49 taps. In bfloat16/float16 (one conversion per input vector and kernel row, where the
-// ring kernel converts each input once) it wins only on small layers, batch * output plane below
-// 8 * 14 * 14 (1.0-1.3x); larger ones go to the ring kernel (stride 1, 1.1-1.4x) or the
-// per-pixel kernel (stride 2).
+// and 8): fastest on every fp32 layer, 1.1-1.9x over the better of the two (1.0x on a few).
+// In bfloat16/float16 (one conversion per input vector and kernel row, where the ring kernel
+// converts each input once) it wins only on small layers, batch * output plane below 8 * 14 * 14
+// (1.0-1.3x); larger ones go to the ring kernel (stride 1, 1.1-1.4x) or the per-pixel kernel
+// (stride 2).
 bool direct_forward_wins(const DepthwiseParams& p, at::ScalarType dtype) {
   const BlockedMode mode = blocked_mode();
   if (mode == BlockedMode::kOff || mode == BlockedMode::kForce || dtype == at::kDouble ||
       !direct_nhwc_fits(p))
     return false;
   if (mode == BlockedMode::kDirect) return true;
-  if (dtype != at::kFloat) return p.batch * p.out_h * p.out_w < 8 * 14 * 14;
-  const bool ring_wins = p.taps() >= 25 && p.stride_w == 1 && p.batch >= 4 && p.out_w >= 14 &&
-                         p.out_w <= 28;
-  return !ring_wins;
+  return dtype == at::kFloat || p.batch * p.out_h * p.out_w < 8 * 14 * 14;
 }
 
 // Weights (and bias) as the channel-blocked kernels read them: [block][taps + 1][kLanes] floats,
