@@ -84,8 +84,8 @@ std::optional<DepthwiseParams> backward_input_as_forward(const DepthwiseParams& 
 }
 
 // Where the channel-blocked forward (blocked.inc) beats the per-layout kernels, measured
-// in-process A/B on a 2-core Zen 4 EPYC (fp32, the MobileNetV2 / EfficientNet-B0 / ConvNeXt-T
-// depthwise layers, N = 1 and 8; bench/results/ has the table):
+// in-process A/B (bench/cpu_routes_ab.py) on a 2-core Zen 4 EPYC (fp32 unless said, the
+// MobileNetV2 / EfficientNet-B0 / ConvNeXt-T depthwise layers, N = 1 and 8):
 // - channels_last, kernels of 5x5 taps and more: 1.0-1.3x over the per-pixel NHWC kernel (its
 //   scratch copy of the input is amortised over more taps), and bfloat16/float16 stride-1 layers
 //   (it converts each input once; 1.1-1.4x on the larger 3x3 layers); where the in-place kernel
