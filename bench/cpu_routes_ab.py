@@ -78,6 +78,8 @@ def main():
     try:
         for suite in args.suite:
             for shape in load_suite(suite).shapes:
+                if shape.kind != "depthwise":  # separable layers are not CPU-kernel routes
+                    continue
                 for n in ([shape.n] if shape.n else args.batch):
                     for layout in args.layout:
                         ref, ours = calls(shape, n, DTYPES[args.dtype],
