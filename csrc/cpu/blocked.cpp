@@ -11,8 +11,8 @@
 
 #define FASTDW_INSTANTIATE_BLOCKED(scalar_t)                                                   \
   template void forward_blocked<scalar_t>(const DepthwiseParams&, const BlockedGeometry&,      \
-                                          const scalar_t*, const float*, const float*,         \
-                                          scalar_t*, int64_t, int64_t);        \
+                                          const scalar_t*, const float*, scalar_t*, int64_t,   \
+                                          int64_t);                                            \
   template void backward_weight_blocked<scalar_t>(const DepthwiseParams&,                      \
                                                   const BlockedGeometry&, const scalar_t*,     \
                                                   const scalar_t*, float*, int64_t, int64_t);

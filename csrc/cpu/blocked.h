@@ -126,11 +126,11 @@ inline DirectGroup direct_group(int64_t channels, int64_t g) {
 }
 
 #define FASTDW_DECLARE_BLOCKED_KERNELS(ATTR)                                                  \
-  /* Forward, multiplier 1; weight [taps][C] in float. Items [begin, end) of g. */           \
+  /* Forward, multiplier 1; packed as for forward_direct_nhwc. Items [begin, end) of g. */  \
   template <typename scalar_t>                                                              \
   ATTR void forward_blocked(const DepthwiseParams& p, const BlockedGeometry& g,             \
-                            const scalar_t* input, const float* weight, const float* bias,  \
-                            scalar_t* output, int64_t begin, int64_t end);             \
+                            const scalar_t* input, const float* packed, scalar_t* output,   \
+                            int64_t begin, int64_t end);                                    \
   /* Backward-weight pass 1, multiplier 1: partial[item][block][taps + 1][kLanes] floats. */  \
   template <typename scalar_t>                                                              \
   ATTR void backward_weight_blocked(const DepthwiseParams& p, const BlockedGeometry& g,     \

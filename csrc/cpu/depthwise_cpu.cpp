@@ -196,41 +196,6 @@ void backward_weight_blocked_run(const DepthwiseParams& p, const BlockedGeometry
   });
 }
 
-template <typename scalar_t>
-void forward_blocked_run(const DepthwiseParams& p, const BlockedGeometry& g, const Tensor& x,
-                         const Tensor& weight, const std::optional<Tensor>& bias, Tensor& out) {
-  // [taps][C] in either layout: the NHWC kernels' packing.
-  const Tensor w = packed_weight(weight, as_channels_last(p), at::kFloat);
-  const Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : Tensor();
-  const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
-  const float* w_ptr = w.const_data_ptr<float>();
-  const float* b_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
-  scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
-  const Isa isa = active_isa();
-  const auto kernel = isa == Isa::kAvx512 ? avx512::forward_blocked<scalar_t>
-                      : isa == Isa::kAvx2 ? avx2::forward_blocked<scalar_t>
-                                          : generic::forward_blocked<scalar_t>;
-  at::parallel_for(0, g.items(), 1, [&](int64_t begin, int64_t end) {
-    kernel(p, g, x_ptr, w_ptr, b_ptr, out_ptr, begin, end);
-  });
-}
-
-// The in-place channels_last forward (direct_nhwc.inc), measured in-process A/B against the ring
-// kernel and the per-pixel NHWC kernel (2-core Zen 4, fp32, the three suites' layers at N = 1
-// and 8): fastest on every fp32 layer, 1.1-1.9x over the better of the two (1.0x on a few).
-// In bfloat16/float16 (one conversion per input vector and kernel row, where the ring kernel
-// converts each input once) it wins only on small layers, batch * output plane below 8 * 14 * 14
-// (1.0-1.3x); larger ones go to the ring kernel (stride 1, 1.1-1.4x) or the per-pixel kernel
-// (stride 2).
-bool direct_forward_wins(const DepthwiseParams& p, at::ScalarType dtype) {
-  const BlockedMode mode = blocked_mode();
-  if (mode == BlockedMode::kOff || mode == BlockedMode::kForce || dtype == at::kDouble ||
-      !direct_nhwc_fits(p))
-    return false;
-  if (mode == BlockedMode::kDirect) return true;
-  return dtype == at::kFloat || p.batch * p.out_h * p.out_w < 8 * 14 * 14;
-}
-
 // Weights (and bias) as the channel-blocked kernels read them: [block][taps + 1][kLanes] floats,
 // the taps then the bias, zero past the last channel. A plain loop: a chain of tensor ops to do
 // the same costs more than the kernel on small layers.
@@ -248,6 +213,38 @@ Tensor blocked_packed_weight(const Tensor& weight, const std::optional<Tensor>& 
     if (b.defined()) dst[taps * kLanes] = b.const_data_ptr<float>()[c];
   }
   return packed;
+}
+
+template <typename scalar_t>
+void forward_blocked_run(const DepthwiseParams& p, const BlockedGeometry& g, const Tensor& x,
+                         const Tensor& weight, const std::optional<Tensor>& bias, Tensor& out) {
+  const Tensor packed = blocked_packed_weight(weight, bias, p);
+  const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
+  const float* w_ptr = packed.const_data_ptr<float>();
+  scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+  const Isa isa = active_isa();
+  const auto kernel = isa == Isa::kAvx512 ? avx512::forward_blocked<scalar_t>
+                      : isa == Isa::kAvx2 ? avx2::forward_blocked<scalar_t>
+                                          : generic::forward_blocked<scalar_t>;
+  at::parallel_for(0, g.items(), 1, [&](int64_t begin, int64_t end) {
+    kernel(p, g, x_ptr, w_ptr, out_ptr, begin, end);
+  });
+}
+
+// The in-place channels_last forward (direct_nhwc.inc), measured in-process A/B against the ring
+// kernel and the per-pixel NHWC kernel (2-core Zen 4, fp32, the three suites' layers at N = 1
+// and 8): fastest on every fp32 layer, 1.1-1.9x over the better of the two (1.0x on a few).
+// In bfloat16/float16 (one conversion per input vector and kernel row, where the ring kernel
+// converts each input once) it wins only on small layers, batch * output plane below 8 * 14 * 14
+// (1.0-1.3x); larger ones go to the ring kernel (stride 1, 1.1-1.4x) or the per-pixel kernel
+// (stride 2).
+bool direct_forward_wins(const DepthwiseParams& p, at::ScalarType dtype) {
+  const BlockedMode mode = blocked_mode();
+  if (mode == BlockedMode::kOff || mode == BlockedMode::kForce || dtype == at::kDouble ||
+      !direct_nhwc_fits(p))
+    return false;
+  if (mode == BlockedMode::kDirect) return true;
+  return dtype == at::kFloat || p.batch * p.out_h * p.out_w < 8 * 14 * 14;
 }
 
 template <typename scalar_t>
