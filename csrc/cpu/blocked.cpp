@@ -16,10 +16,6 @@
   template void backward_weight_blocked<scalar_t>(const DepthwiseParams&,                      \
                                                   const BlockedGeometry&, const scalar_t*,     \
                                                   const scalar_t*, float*, int64_t, int64_t);
-#define FASTDW_INSTANTIATE_BLOCKED_ALL        \
-  FASTDW_INSTANTIATE_BLOCKED(float)           \
-  FASTDW_INSTANTIATE_BLOCKED(c10::BFloat16)   \
-  FASTDW_INSTANTIATE_BLOCKED(c10::Half)
 
 namespace fastdw {
 namespace cpu {
@@ -28,7 +24,7 @@ namespace generic {
 constexpr int kUnroll = 2;
 #include "cpu/lanes.inc"
 #include "cpu/blocked.inc"
-FASTDW_INSTANTIATE_BLOCKED_ALL
+FASTDW_BLOCKED_DTYPES(FASTDW_INSTANTIATE_BLOCKED)
 #undef FASTDW_TARGET
 }  // namespace generic
 
@@ -37,7 +33,7 @@ namespace avx2 {
 constexpr int kUnroll = 4;
 #include "cpu/lanes.inc"
 #include "cpu/blocked.inc"
-FASTDW_INSTANTIATE_BLOCKED_ALL
+FASTDW_BLOCKED_DTYPES(FASTDW_INSTANTIATE_BLOCKED)
 #undef FASTDW_TARGET
 }  // namespace avx2
 
@@ -46,7 +42,7 @@ namespace avx512 {
 constexpr int kUnroll = 7;  // 7 divides every width of MobileNet, EfficientNet, ConvNeXt
 #include "cpu/lanes.inc"
 #include "cpu/blocked.inc"
-FASTDW_INSTANTIATE_BLOCKED_ALL
+FASTDW_BLOCKED_DTYPES(FASTDW_INSTANTIATE_BLOCKED)
 #undef FASTDW_TARGET
 }  // namespace avx512
 }  // namespace cpu

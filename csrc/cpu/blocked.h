@@ -125,6 +125,9 @@ inline DirectGroup direct_group(int64_t channels, int64_t g) {
   return {b, 1, false};
 }
 
+// The tensor dtypes the channel-blocked kernels are instantiated for: M(type) for each.
+#define FASTDW_BLOCKED_DTYPES(M) M(float) M(c10::BFloat16) M(c10::Half)
+
 #define FASTDW_DECLARE_BLOCKED_KERNELS(ATTR)                                                  \
   /* Forward, multiplier 1; packed as for forward_direct_nhwc. Items [begin, end) of g. */  \
   template <typename scalar_t>                                                              \

@@ -154,6 +154,15 @@ std::optional<BlockedGeometry> blocked_weight_geometry(const DepthwiseParams& p,
   return g;
 }
 
+// The copy of channel-blocked kernel NAME<T> (blocked.h) built for this CPU's instruction set.
+#define FASTDW_BLOCKED_KERNEL(NAME, T)                  \
+  (active_isa() == Isa::kAvx512 ? avx512::NAME<T>       \
+   : active_isa() == Isa::kAvx2 ? avx2::NAME<T>         \
+                                : generic::NAME<T>)
+
+// The per-layout kernel families have no AVX-512 copy: AVX-512 CPUs run their AVX2 build.
+bool use_avx2_build() { return active_isa() != Isa::kGeneric; }
+
 // Runs the blocked weight-gradient partials, then adds them per channel in item order.
 template <typename scalar_t>
 void backward_weight_blocked_run(const DepthwiseParams& p, const BlockedGeometry& g,
@@ -164,10 +173,7 @@ void backward_weight_blocked_run(const DepthwiseParams& p, const BlockedGeometry
   float* part = partial.mutable_data_ptr<float>();
   const scalar_t* g_ptr = grad_output.const_data_ptr<scalar_t>();
   const scalar_t* x_ptr = input.const_data_ptr<scalar_t>();
-  const Isa isa = active_isa();
-  const auto kernel = isa == Isa::kAvx512 ? avx512::backward_weight_blocked<scalar_t>
-                      : isa == Isa::kAvx2 ? avx2::backward_weight_blocked<scalar_t>
-                                          : generic::backward_weight_blocked<scalar_t>;
+  const auto kernel = FASTDW_BLOCKED_KERNEL(backward_weight_blocked, scalar_t);
   at::parallel_for(0, g.items(), 1, [&](int64_t begin, int64_t end) {
     kernel(p, g, g_ptr, x_ptr, part, begin, end);
   });
@@ -215,22 +221,6 @@ Tensor blocked_packed_weight(const Tensor& weight, const std::optional<Tensor>& 
   return packed;
 }
 
-template <typename scalar_t>
-void forward_blocked_run(const DepthwiseParams& p, const BlockedGeometry& g, const Tensor& x,
-                         const Tensor& weight, const std::optional<Tensor>& bias, Tensor& out) {
-  const Tensor packed = blocked_packed_weight(weight, bias, p);
-  const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
-  const float* w_ptr = packed.const_data_ptr<float>();
-  scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
-  const Isa isa = active_isa();
-  const auto kernel = isa == Isa::kAvx512 ? avx512::forward_blocked<scalar_t>
-                      : isa == Isa::kAvx2 ? avx2::forward_blocked<scalar_t>
-                                          : generic::forward_blocked<scalar_t>;
-  at::parallel_for(0, g.items(), 1, [&](int64_t begin, int64_t end) {
-    kernel(p, g, x_ptr, w_ptr, out_ptr, begin, end);
-  });
-}
-
 // The in-place channels_last forward (direct_nhwc.inc), measured in-process A/B against the ring
 // kernel and the per-pixel NHWC kernel (2-core Zen 4, fp32, the three suites' layers at N = 1
 // and 8): fastest on every fp32 layer, 1.1-1.9x over the better of the two (1.0x on a few).
@@ -247,19 +237,26 @@ bool direct_forward_wins(const DepthwiseParams& p, at::ScalarType dtype) {
   return dtype == at::kFloat || p.batch * p.out_h * p.out_w < 8 * 14 * 14;
 }
 
+// Runs a channel-blocked forward on weights packed once: the ring kernels when `ring` holds
+// their geometry, else the in-place channels_last kernel.
 template <typename scalar_t>
-void forward_direct_run(const DepthwiseParams& p, const Tensor& x, const Tensor& weight,
-                        const std::optional<Tensor>& bias, Tensor& out) {
+void forward_blocked_run(const DepthwiseParams& p, const std::optional<BlockedGeometry>& ring,
+                         const Tensor& x, const Tensor& weight,
+                         const std::optional<Tensor>& bias, Tensor& out) {
   const Tensor packed = blocked_packed_weight(weight, bias, p);
   const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
   const float* w_ptr = packed.const_data_ptr<float>();
   scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
-  const Isa isa = active_isa();
-  const auto kernel = isa == Isa::kAvx512 ? avx512::forward_direct_nhwc<scalar_t>
-                      : isa == Isa::kAvx2 ? avx2::forward_direct_nhwc<scalar_t>
-                                          : generic::forward_direct_nhwc<scalar_t>;
-  const int64_t groups = direct_group_count(p.in_channels);
-  at::parallel_for(0, p.batch * groups * p.out_h, grain_for(p.out_w * 4 * kLanes * p.taps()),
+  if (ring) {
+    const auto kernel = FASTDW_BLOCKED_KERNEL(forward_blocked, scalar_t);
+    at::parallel_for(0, ring->items(), 1, [&](int64_t begin, int64_t end) {
+      kernel(p, *ring, x_ptr, w_ptr, out_ptr, begin, end);
+    });
+    return;
+  }
+  const auto kernel = FASTDW_BLOCKED_KERNEL(forward_direct_nhwc, scalar_t);
+  const int64_t items = p.batch * p.out_h * direct_group_count(p.in_channels);
+  at::parallel_for(0, items, grain_for(p.out_w * 4 * kLanes * p.taps()),
                    [&](int64_t begin, int64_t end) {
                      kernel(p, x_ptr, w_ptr, out_ptr, begin, end);
                    });
@@ -268,19 +265,14 @@ void forward_direct_run(const DepthwiseParams& p, const Tensor& x, const Tensor&
 // Runs the forward kernels for Params p on dense tensors x (input) and out (output).
 Tensor forward_into(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                     const DepthwiseParams& p, Tensor& out, bool weights_finite = true) {
-  if (direct_forward_wins(p, x.scalar_type())) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
-                                    "fastdw_depthwise_forward_direct_cpu", [&] {
-      if constexpr (!std::is_same_v<scalar_t, double>)
-        forward_direct_run<scalar_t>(p, x, weight, bias, out);
-    });
-    return out;
-  }
-  if (const auto g = blocked_forward_geometry(p, x.scalar_type(), weights_finite)) {
+  const bool direct = direct_forward_wins(p, x.scalar_type());
+  const auto ring = direct ? std::nullopt
+                           : blocked_forward_geometry(p, x.scalar_type(), weights_finite);
+  if (direct || ring) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                     "fastdw_depthwise_forward_blocked_cpu", [&] {
       if constexpr (!std::is_same_v<scalar_t, double>)
-        forward_blocked_run<scalar_t>(p, *g, x, weight, bias, out);
+        forward_blocked_run<scalar_t>(p, ring, x, weight, bias, out);
     });
     return out;
   }
@@ -294,7 +286,7 @@ Tensor forward_into(const Tensor& x, const Tensor& weight, const std::optional<T
     const acc_t* w_ptr = w.const_data_ptr<acc_t>();
     const acc_t* b_ptr = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
-    const bool avx2 = active_isa() != Isa::kGeneric;  // AVX-512 CPUs run the AVX2 build
+    const bool avx2 = use_avx2_build();
     if (p.channels_last) {
       const auto kernel = avx2 ? avx2::forward_nhwc<scalar_t, acc_t>
                                : generic::forward_nhwc<scalar_t, acc_t>;
@@ -360,7 +352,7 @@ Tensor backward_input_into(const Tensor& g, const Tensor& weight, const Depthwis
     const acc_t* w_ptr = w.const_data_ptr<acc_t>();
     scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
     const int64_t row_work = p.out_w * p.taps() * p.multiplier / p.stride_h;
-    const bool avx2 = active_isa() != Isa::kGeneric;  // AVX-512 CPUs run the AVX2 build
+    const bool avx2 = use_avx2_build();
     if (p.channels_last) {
       const auto kernel = avx2 ? avx2::backward_input_nhwc<scalar_t, acc_t>
                                : generic::backward_input_nhwc<scalar_t, acc_t>;
@@ -441,7 +433,7 @@ std::tuple<Tensor, Tensor> backward_weight(const Tensor& grad_output, const Tens
       double* gw_ptr = gw.mutable_data_ptr<double>();
       double* gb_ptr = gb.mutable_data_ptr<double>();
       const int64_t per_channel = p.batch * p.out_h * p.out_w * (p.taps() + 1) * p.multiplier;
-      const bool avx2 = active_isa() != Isa::kGeneric;  // AVX-512 CPUs run the AVX2 build
+      const bool avx2 = use_avx2_build();
       if (p.channels_last) {
         const int64_t rows_per_chunk = backward_weight_nhwc_rows_per_chunk(p);
         const int64_t chunks = (p.batch * p.out_h + rows_per_chunk - 1) / rows_per_chunk;

@@ -10,10 +10,6 @@
 #define FASTDW_INSTANTIATE_DIRECT(scalar_t)                                             \
   template void forward_direct_nhwc<scalar_t>(const DepthwiseParams&, const scalar_t*,   \
                                               const float*, scalar_t*, int64_t, int64_t);
-#define FASTDW_INSTANTIATE_DIRECT_ALL        \
-  FASTDW_INSTANTIATE_DIRECT(float)           \
-  FASTDW_INSTANTIATE_DIRECT(c10::BFloat16)   \
-  FASTDW_INSTANTIATE_DIRECT(c10::Half)
 
 namespace fastdw {
 namespace cpu {
@@ -22,7 +18,7 @@ namespace generic {
 constexpr int direct_pixels(int nb) { return nb == 1 ? 2 : 1; }
 #include "cpu/lanes.inc"
 #include "cpu/direct_nhwc.inc"
-FASTDW_INSTANTIATE_DIRECT_ALL
+FASTDW_BLOCKED_DTYPES(FASTDW_INSTANTIATE_DIRECT)
 #undef FASTDW_TARGET
 }  // namespace generic
 
@@ -31,7 +27,7 @@ namespace avx2 {
 constexpr int direct_pixels(int nb) { return nb == 1 ? 4 : nb == 2 ? 2 : 1; }
 #include "cpu/lanes.inc"
 #include "cpu/direct_nhwc.inc"
-FASTDW_INSTANTIATE_DIRECT_ALL
+FASTDW_BLOCKED_DTYPES(FASTDW_INSTANTIATE_DIRECT)
 #undef FASTDW_TARGET
 }  // namespace avx2
 
@@ -40,7 +36,7 @@ namespace avx512 {
 constexpr int direct_pixels(int nb) { return nb == 1 ? 8 : nb == 2 ? 6 : 4; }
 #include "cpu/lanes.inc"
 #include "cpu/direct_nhwc.inc"
-FASTDW_INSTANTIATE_DIRECT_ALL
+FASTDW_BLOCKED_DTYPES(FASTDW_INSTANTIATE_DIRECT)
 #undef FASTDW_TARGET
 }  // namespace avx512
 }  // namespace cpu
