@@ -10,23 +10,33 @@ that argument in PyTorch's layout first (``as_conv_layout``) and the output foll
 from __future__ import annotations
 
 import torch
+from torch._prims_common import suggest_memory_format as _suggest_memory_format
 
-try:
-    from torch._prims_common import suggest_memory_format as _suggest_memory_format
-except ImportError:  # pragma: no cover - older torch
-    def _suggest_memory_format(t):
-        if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
-                and not t.is_contiguous():
-            return torch.channels_last
-        return torch.contiguous_format
+
+def _channels_last_strides(sizes, strides) -> bool:
+    """ATen's is_channels_last_strides_2d_s4, which Tensor.suggest_memory_format() asks for a
+    4-D tensor: strides ordered C < W < H < N, with NCHW as the answer for ambiguous ones."""
+    if strides[1] == 0:
+        return False
+    least = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < least or (d == 0 and least == strides[1]):
+            return False
+        least = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    return True
 
 
 def kernel_memory_format(t: torch.Tensor) -> torch.memory_format:
-    """The layout a kernel runs ``t`` in: channels_last when ``t`` suggests it, else NCHW.
-    Mirrors kernel_memory_format() in csrc/depthwise_args.h."""
-    if _suggest_memory_format(t) == torch.channels_last:
-        return torch.channels_last
-    return torch.contiguous_format
+    """The layout a kernel runs ``t`` in: channels_last when ``t.suggest_memory_format()`` is,
+    else NCHW. Mirrors kernel_memory_format() in csrc/depthwise_args.h. Plain Python ints here
+    (torch._prims_common's version, used for symbolic shapes, costs ~10 us a call)."""
+    if t.dim() != 4 or t.layout != torch.strided:
+        return torch.contiguous_format
+    sizes, strides = t.shape, t.stride()
+    if not all(type(v) is int for v in (*sizes, *strides)):
+        return _suggest_memory_format(t)
+    return torch.channels_last if _channels_last_strides(sizes, strides) else \
+        torch.contiguous_format
 
 
 def conv_memory_format(*tensors: torch.Tensor) -> torch.memory_format:
@@ -50,9 +60,10 @@ def as_layout(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tens
 
 
 def as_conv_layout(input: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
-    """``input`` in PyTorch's layout for its convolution with ``weights``, so that a kernel
-    running in the input's layout returns what F.conv2d returns."""
-    if torch._C._functorch.is_batchedtensor(input) \
-            or kernel_memory_format(input) == torch.channels_last:
+    """``input`` in PyTorch's layout for its convolution with ``weights`` (channels_last when
+    any of them is), so that a kernel running in the input's layout returns what F.conv2d
+    returns."""
+    if torch._C._functorch.is_batchedtensor(input) or conv_memory_format(*weights) != \
+            torch.channels_last:
         return input
-    return as_layout(input, conv_memory_format(input, *weights))
+    return as_layout(input, torch.channels_last)

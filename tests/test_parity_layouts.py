@@ -102,3 +102,20 @@ def test_separable_layouts(layouts):
     ref = F.conv2d(F.relu(parity.reference(x, dw, None, padding=1)), pw)
     parity.assert_same_layout(got, ref, str(layouts))
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_memory_format_is_suggest_memory_format():
+    """fastdw's plain-int copy of ATen's rule agrees with torch._prims_common's on dense,
+    permuted, sliced, expanded and size-1 shapes."""
+    from torch._prims_common import suggest_memory_format
+    from fastdw._layouts import kernel_memory_format
+    for shape in [(8, 32, 28, 28), (1, 1, 5, 5), (2, 3, 1, 1), (1, 4, 3, 4), (2, 3, 1, 7),
+                  (2, 3, 7, 1), (32, 1, 3, 3), (3, 2, 4, 5), (1, 1, 1, 1), (0, 3, 4, 4)]:
+        base = [torch.empty(shape), torch.empty(shape).to(memory_format=CL),
+                torch.empty(shape).permute(0, 1, 3, 2), torch.empty(shape).permute(1, 0, 2, 3),
+                torch.empty(shape).to(memory_format=CL).permute(0, 1, 3, 2)]
+        for t in base + [b[:, :, ::2] for b in base] + [b[:, :1] for b in base] + [
+                b.expand(*b.shape) for b in base]:
+            assert kernel_memory_format(t) == suggest_memory_format(t), (t.shape, t.stride())
+    t = torch.empty_strided((1, 4, 2, 2), (4, 1, 8, 4))  # CL-contiguous, NCHW by the rule
+    assert kernel_memory_format(t) == suggest_memory_format(t) == torch.contiguous_format
