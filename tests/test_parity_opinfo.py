@@ -2,6 +2,7 @@
 ``nn.functional.conv2d`` and the ``nn.Conv2d`` ModuleInfo inputs, made depthwise (multiplier 1
 and 2). Forward and gradients in every CPU dtype, float64 gradcheck with forward mode and vmap,
 forward-mode AD, torch.func, layouts, exception types. The checks live in tests/support/parity.py.
+torch.testing._internal needs the expecttest package (requirements.txt).
 """
 import copy
 
@@ -13,9 +14,6 @@ import fastdw
 from fastdw.nn import DepthwiseConv2d
 from tests.configs import assert_close_to_reference
 from tests.support import parity
-
-pytest.importorskip("expecttest", reason="torch.testing._internal needs expecttest "
-                                         "(requirements.txt)")
 
 CASES = parity.opinfo_cases()
 ERRORS = parity.error_cases()
