@@ -40,13 +40,23 @@ def _autocast(*tensors: Optional[torch.Tensor]):
 
 def _check_channels(module: nn.Module, input: torch.Tensor, channels: int) -> None:
     # nn.Conv2d rejects a wrong channel count; the functional op would instead read a weight of
-    # C*m filters as a depth multiplier for any divisor of C*m, so the module checks.
+    # C*m filters as a depth multiplier for any divisor of C*m, so the module checks. The
+    # exception types are nn.Conv2d's (TypeError; RuntimeError, which ArgumentError also is).
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"fastdw: {type(module).__name__} expects a torch.Tensor input, "
+                        f"got {type(input).__name__}")
     if input.dim() not in (3, 4):
-        raise ValueError(f"fastdw: {type(module).__name__} expects a 3-D (C, H, W) or 4-D "
-                         f"(N, C, H, W) input, got shape {tuple(input.shape)}")
+        raise _args.ArgumentError(f"fastdw: {type(module).__name__} expects a 3-D (C, H, W) or "
+                                  f"4-D (N, C, H, W) input, got shape {tuple(input.shape)}")
     if input.shape[-3] != channels:
-        raise ValueError(f"fastdw: {type(module).__name__} expects {channels} input channels, "
-                         f"got input of shape {tuple(input.shape)}")
+        raise _args.ArgumentError(f"fastdw: {type(module).__name__} expects {channels} input "
+                                  f"channels, got input of shape {tuple(input.shape)}")
+
+
+def _has_kernel_for(device: torch.device) -> bool:
+    key = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta"}.get(device.type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "fastdw::depthwise_conv2d", key)
 
 
 def depthwise_mismatch(conv: nn.Module) -> Optional[str]:
@@ -74,6 +84,13 @@ def depthwise_mismatch(conv: nn.Module) -> Optional[str]:
         return "weight is not a Parameter (weight norm or similar reparametrization)"
     if conv.weight.dtype not in _args._FLOAT_DTYPES:
         return f"weight dtype {conv.weight.dtype} is not supported"
+    if not _has_kernel_for(conv.weight.device):
+        return f"this fastdw build has no kernel for {conv.weight.device.type} tensors"
+    try:  # what nn.Conv2d stored must be what fastdw takes, or the new module would fail
+        _args.geometry(tuple(conv.kernel_size), conv.stride,
+                       conv.padding if conv.padding_mode == "zeros" else 0, conv.dilation)
+    except (TypeError, ValueError) as e:
+        return f"stride/padding/dilation not accepted: {e}"
     if any((conv._forward_hooks, conv._forward_pre_hooks, conv._backward_hooks,
             conv._backward_pre_hooks)):
         return "has forward/backward hooks that a new module would not carry"
