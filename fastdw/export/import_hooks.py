@@ -55,7 +55,8 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
         if fullname != self._module_name:
             return None
-        sys.meta_path.remove(self)  # one shot; also lets find_spec below use the real finders
+        if self in sys.meta_path:  # one shot (lets find_spec below use the real finders)
+            sys.meta_path.remove(self)
         spec = importlib.util.find_spec(fullname)
         if spec is not None and spec.loader is not None:
             spec.loader = _Loader(spec.loader, self._callback, self._what)

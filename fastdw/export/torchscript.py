@@ -14,9 +14,10 @@ the fastdw library is loaded (Python, or C++ after loading the library; see
 The separable module takes the composed path here (depthwise op, activation, 1x1
 ``F.conv2d``), never the fused Triton op, which exists only in Python.
 
-Not done on these paths: autocast casts while scripting (TorchScript cannot express the cast a
-custom op needs; trace under autocast records the casts), and the eager argument checks that
-``nn.Conv2d``'s constructor and the op's own C++ checks already cover.
+Not done on these paths: autocast casts in a scripted module (the modules' autocast rule,
+``fastdw.nn._autocast``, is eager Python; a trace under autocast records the casts it made),
+and the eager argument checks that ``nn.Conv2d``'s constructor and the op's own C++ checks
+already cover.
 """
 from __future__ import annotations
 
