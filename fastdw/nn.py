@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _args
+from .export import torchscript as _torchscript
 from .ops import depthwise_conv2d
 from .separable import depthwise_separable_conv2d as _separable
 
@@ -141,6 +142,14 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
                       bias: Optional[torch.Tensor]) -> torch.Tensor:
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            # TorchScript cannot compile the eager path below, and a trace must record the op.
+            if not torch.jit.is_scripting():
+                input, weight, bias = _autocast(input, weight, bias)
+            return _torchscript.depthwise_conv2d(
+                input, weight, bias, self.in_channels, self.kernel_size, self.stride,
+                self.padding, self.dilation, self.padding_mode,
+                self._reversed_padding_repeated_twice)
         _check_channels(self, input, self.in_channels)
         padding = self.padding
         if self.padding_mode != "zeros":
@@ -239,6 +248,17 @@ class DepthwiseSeparableConv2d(nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         dw, pw = self.depthwise, self.pointwise
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            # As in DepthwiseConv2d; the trace records the composed path, which runs without
+            # Python (the fused Triton op does not). TorchScript sees a submodule's constants
+            # (in_channels, stride...) only through self.
+            dw_w, dw_b, pw_w, pw_b = dw.weight, dw.bias, pw.weight, pw.bias
+            if not torch.jit.is_scripting():
+                input, dw_w, dw_b, pw_w, pw_b = _autocast(input, dw_w, dw_b, pw_w, pw_b)
+            return _torchscript.depthwise_separable_conv2d(
+                input, dw_w, dw_b, pw_w, pw_b, self.depthwise.in_channels,
+                self.depthwise.kernel_size, self.depthwise.stride, self.depthwise.padding,
+                self.depthwise.dilation, self.activation)
         _check_channels(self, input, dw.in_channels)
         input, dw_w, dw_b, pw_w, pw_b = _autocast(input, dw.weight, dw.bias, pw.weight, pw.bias)
         return _separable(input, dw_w, dw_b, pw_w, pw_b, dw.stride, dw.padding, dw.dilation,
