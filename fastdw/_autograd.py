@@ -46,7 +46,8 @@ def _needs_autograd(args) -> bool:
         isinstance(a, torch.Tensor) and a.requires_grad for a in args))
 
 
-def _add(a, b):
+def add_optional(a, b):
+    """a + b, where None stands for a zero tangent or gradient."""
     return b if a is None else (a if b is None else a + b)
 
 
@@ -63,7 +64,7 @@ def _below_autograd():
             yield
 
 
-def _call_below_autograd(op, *args):
+def call_below_autograd(op, *args):
     with _below_autograd():
         return op(*args)
 
@@ -82,7 +83,7 @@ class Conv(_SingleLevelFunction):
 
     @staticmethod
     def forward(input, weight, bias, stride, padding, dilation):
-        return _call_below_autograd(_ops.depthwise_conv2d, input, weight, bias, stride, padding,
+        return call_below_autograd(_ops.depthwise_conv2d, input, weight, bias, stride, padding,
                                     dilation)
 
     @staticmethod
@@ -118,7 +119,7 @@ class Conv(_SingleLevelFunction):
         if t_input is not None:
             out = _ops.depthwise_conv2d(t_input, weight, None, *ctx.conv)
         if t_weight is not None:
-            out = _add(out, _ops.depthwise_conv2d(input, t_weight, None, *ctx.conv))
+            out = add_optional(out, _ops.depthwise_conv2d(input, t_weight, None, *ctx.conv))
         if t_bias is not None:
             t_bias = t_bias.view(1, -1, 1, 1)
             out = t_bias.expand(ctx.output_shape).clone() if out is None else out + t_bias
@@ -130,7 +131,7 @@ class BackwardInput(_SingleLevelFunction):
 
     @staticmethod
     def forward(grad_output, weight, input_size, stride, padding, dilation):
-        return _call_below_autograd(_ops.depthwise_conv2d_backward_input, grad_output, weight,
+        return call_below_autograd(_ops.depthwise_conv2d_backward_input, grad_output, weight,
                                     input_size, stride, padding, dilation)
 
     @staticmethod
@@ -158,7 +159,7 @@ class BackwardInput(_SingleLevelFunction):
             out = _ops.depthwise_conv2d_backward_input(t_grad_output, weight, ctx.input_size,
                                                        *ctx.conv)
         if t_weight is not None:
-            out = _add(out, _ops.depthwise_conv2d_backward_input(grad_output, t_weight,
+            out = add_optional(out, _ops.depthwise_conv2d_backward_input(grad_output, t_weight,
                                                                  ctx.input_size, *ctx.conv))
         return out
 
@@ -168,7 +169,7 @@ class BackwardWeight(_SingleLevelFunction):
 
     @staticmethod
     def forward(grad_output, input, weight_size, stride, padding, dilation):
-        return _call_below_autograd(_ops.depthwise_conv2d_backward_weight, grad_output, input,
+        return call_below_autograd(_ops.depthwise_conv2d_backward_weight, grad_output, input,
                                     weight_size, stride, padding, dilation)
 
     @staticmethod
@@ -199,14 +200,16 @@ class BackwardWeight(_SingleLevelFunction):
             gw, gb = _ops.depthwise_conv2d_backward_weight(t_grad_output, input, ctx.weight_size,
                                                            *ctx.conv)
         if t_input is not None:
-            gw = _add(gw, _ops.depthwise_conv2d_backward_weight(grad_output, t_input,
+            gw = add_optional(gw, _ops.depthwise_conv2d_backward_weight(grad_output, t_input,
                                                                 ctx.weight_size, *ctx.conv)[0])
         if gb is None:  # gb depends on grad_output only
             gb = grad_output.new_zeros(ctx.weight_size[0])
         return gw, gb
 
 
-def _autograd_kernel(function, op):
+def autograd_kernel(function, op):
+    """The Autograd dispatch kernel of ``op``: ``function`` (an autograd.Function over ``op``)
+    when any gradient is wanted, else straight to the device kernel."""
     def kernel(keyset, *args):
         if _needs_autograd(args):
             # A torch.func transform has already brought this call to its level when a
@@ -223,5 +226,5 @@ _lib = torch.library.Library("fastdw", "IMPL")
 for _name, _function in (("depthwise_conv2d", Conv),
                          ("depthwise_conv2d_backward_input", BackwardInput),
                          ("depthwise_conv2d_backward_weight", BackwardWeight)):
-    _lib.impl(_name, _autograd_kernel(_function, getattr(_ops, _name).default), "Autograd",
+    _lib.impl(_name, autograd_kernel(_function, getattr(_ops, _name).default), "Autograd",
               with_keyset=True)

@@ -33,6 +33,8 @@ def kernel_memory_format(t: torch.Tensor) -> torch.memory_format:
     if t.dim() != 4 or t.layout != torch.strided:
         return torch.contiguous_format
     sizes, strides = t.shape, t.stride()
+    if torch.jit.is_tracing():  # the tracer hands sizes back as tensors; a trace fixes them anyway
+        sizes, strides = tuple(int(v) for v in sizes), tuple(int(v) for v in strides)
     if not all(type(v) is int for v in (*sizes, *strides)):
         return _suggest_memory_format(t)
     return torch.channels_last if _channels_last_strides(sizes, strides) else \

@@ -16,12 +16,12 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from .activations import module_activation
 from .nn import (DepthwiseConv2d, DepthwiseSeparableConv2d, depthwise_mismatch,
                  separable_mismatch)
 
 __all__ = ["convert", "ConversionReport", "Entry"]
 
-_ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.GELU: "gelu"}
 _BATCHNORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
@@ -218,10 +218,8 @@ def _fold_pass(leaves, report: ConversionReport, uses: Counter) -> None:
 
 def _activation_of(module: nn.Module) -> Tuple[bool, Optional[str]]:
     """(is a fusable activation, its name for the fused op)."""
-    name = _ACTIVATIONS.get(type(module))
+    name = module_activation(module)
     if name is None or _has_hooks(module):
-        return False, None
-    if name == "gelu" and module.approximate != "none":
         return False, None
     return True, name
 

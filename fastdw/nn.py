@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _args
+from . import _args, activations
 from .export import torchscript as _torchscript
 from .ops import depthwise_conv2d
 from .separable import depthwise_separable_conv2d as _separable
@@ -20,7 +20,7 @@ from .separable import depthwise_separable_conv2d as _separable
 __all__ = ["DepthwiseConv2d", "DepthwiseSeparableConv2d", "SEPARABLE_ACTIVATIONS"]
 
 #: Activations the fused separable op applies between the depthwise and the pointwise conv.
-SEPARABLE_ACTIVATIONS = (None, "relu", "relu6", "gelu")
+SEPARABLE_ACTIVATIONS = (None,) + tuple(n for n in activations.NAMES if n != "none")
 
 
 def _autocast(*tensors: Optional[torch.Tensor]):
@@ -190,12 +190,9 @@ class DepthwiseConv2d(nn.Conv2d):
 
 
 def _activation_name(activation) -> Optional[str]:
-    if activation == "none":
-        activation = None
-    if activation not in SEPARABLE_ACTIVATIONS:
-        raise ValueError(f"fastdw: activation must be one of {SEPARABLE_ACTIVATIONS}, "
-                         f"got {activation!r}")
-    return activation
+    """The module's ``activation`` attribute: None for the identity, else the registry name."""
+    name = activations.activation_name(activation)
+    return None if name == "none" else name
 
 
 class DepthwiseSeparableConv2d(nn.Module):

@@ -18,12 +18,12 @@ from typing import Dict, List, Optional, Tuple
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from .convert import _ACTIVATIONS, Entry, _children, _has_hooks, _join, format_report
+from .activations import ACTIVATIONS
+from .convert import Entry, _children, _has_hooks, _join, format_report
 from .nn import DepthwiseConv2d, DepthwiseSeparableConv2d
 
 __all__ = ["revert", "RevertReport"]
 
-_ACTIVATION_MODULES = {name: cls for cls, name in _ACTIVATIONS.items()}
 
 
 @dataclasses.dataclass
@@ -62,7 +62,7 @@ def _keeps_forward(module: nn.Module) -> Optional[str]:
 def _unfuse(module: DepthwiseSeparableConv2d) -> nn.Sequential:
     layers = OrderedDict(depthwise=module.depthwise.to_conv())
     if module.activation is not None:
-        layers["activation"] = _ACTIVATION_MODULES[module.activation]()
+        layers["activation"] = ACTIVATIONS[module.activation].module()
     layers["pointwise"] = module.pointwise
     return nn.Sequential(layers).train(module.training)
 

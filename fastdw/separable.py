@@ -20,18 +20,7 @@ from . import _args
 from .backends import separable_backend
 from ._autograd import transforms_active
 from ._layouts import as_conv_layout, as_layout, conv_memory_format
-from .reference import ACTIVATIONS
-
-_ACTIVATION_NAMES = tuple(k for k in ACTIVATIONS if k)
-
-
-def _activation_name(activation) -> str:
-    if activation is None:
-        return "none"
-    if not isinstance(activation, str) or activation not in ACTIVATIONS:
-        raise ValueError(f"fastdw: activation must be None or one of {_ACTIVATION_NAMES}, "
-                         f"got {activation!r}")
-    return activation
+from .activations import ACTIVATIONS, activation_name
 
 
 def _pointwise_args(input, channels, pw_weight, pw_bias) -> torch.Tensor:
@@ -74,7 +63,7 @@ def _composed(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, di
               activation):
     mid = torch.ops.fastdw.depthwise_conv2d(input, dw_weight, dw_bias, list(stride),
                                             list(padding), list(dilation))
-    mid = ACTIVATIONS[activation](mid)
+    mid = ACTIVATIONS[activation].apply(mid)
     return F.conv2d(mid, pw_weight[:, :, None, None], pw_bias)
 
 
@@ -111,7 +100,7 @@ def depthwise_separable_conv2d(input: torch.Tensor, dw_weight: torch.Tensor,
                       "dw_bias)") from None
     pw_matrix = _pointwise_args(input, dw_weight.shape[0], pw_weight, pw_bias)
     layout = conv_memory_format(input, dw_weight, pw_weight)
-    activation = _activation_name(activation)
+    activation = activation_name(activation)
     if extra != (0, 0):
         # padding='same' with an even effective kernel: PyTorch pads one more after.
         input = F.pad(input, (0, extra[1], 0, extra[0]))

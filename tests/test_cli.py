@@ -7,7 +7,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -138,19 +137,16 @@ def quick_bench(tmp_path_factory):
     argv = ["bench", "--quick", "--batch", "1", "--suite", "mobilenetv2", "separable",
             "--pass", "fwd", "bwd_weight", "fwd+bwd", "--min-time", "0.01", "--no-progress",
             "--json", paths["json"], "--csv", paths["csv"], "--plot", paths["png"]]
-    start = time.perf_counter()
-    code = main(argv)
-    return code, time.perf_counter() - start, paths
+    return main(argv), paths
 
 
-def test_bench_quick_runs_fast_and_passes(quick_bench, capsys):
-    code, seconds, _ = quick_bench
+def test_bench_quick_passes(quick_bench):
+    code, _ = quick_bench
     assert code == 0
-    assert seconds < 120, f"bench --quick took {seconds:.0f} s"
 
 
 def test_bench_json(quick_bench):
-    _, _, paths = quick_bench
+    _, paths = quick_bench
     with open(paths["json"]) as f:
         result = json.load(f)
     rows = result["rows"]
@@ -175,7 +171,7 @@ def test_bench_json(quick_bench):
 
 
 def test_bench_csv(quick_bench):
-    _, _, paths = quick_bench
+    _, paths = quick_bench
     with open(paths["json"]) as f:
         n_rows = len(json.load(f)["rows"])
     with open(paths["csv"], newline="") as f:
@@ -186,7 +182,7 @@ def test_bench_csv(quick_bench):
 
 
 def test_bench_plot_is_png(quick_bench):
-    assert _is_png(quick_bench[2]["png"])
+    assert _is_png(quick_bench[1]["png"])
 
 
 def test_bench_mismatch_is_fail_and_not_timed(monkeypatch):

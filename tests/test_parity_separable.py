@@ -67,6 +67,47 @@ def test_composed_path_tangents_and_gradcheck(cfg, composed):
         fast_mode=True)
 
 
+@pytest.mark.parametrize("activation", ["none", "relu", "relu6", "gelu"])
+def test_fused_op_called_directly(activation, triton_device):
+    """torch.ops.fastdw.depthwise_separable_conv2d itself (what traced and exported graphs
+    call): the tangent of every argument, and torch.func.grad, equal the F.conv2d
+    composition's."""
+    cfg = CASES[3]  # stride 2
+    conv = cfg.conv
+    x, w, b, pw, pb = (t.detach() for t in cfg.make(torch.float32, triton_device))
+    args = (x, w, b, pw.flatten(1), pb)
+
+    def fused(*a):
+        return torch.ops.fastdw.depthwise_separable_conv2d(
+            *a, list(conv.stride), list(conv.padding), list(conv.dilation), activation)
+
+    def composition(x_, w_, b_, pw_, pb_):
+        return reference.depthwise_separable_conv2d(
+            x_, w_, b_, pw_[:, :, None, None], pb_, **conv.conv_args,
+            activation=None if activation == "none" else activation)
+
+    def as64(tensors):
+        return [t.double() for t in tensors]
+    tangents = _tangents(args)
+    got = _jvp(fused, args, tangents) + (
+        func.grad(lambda w_: fused(x, w_, *args[2:]).square().sum())(w),)
+    exp = _jvp(composition, as64(args), as64(tangents)) + (
+        func.grad(lambda w_: composition(*as64((x, w_, *args[2:]))).square().sum())(w),)
+    for name, g, e in zip(("primal", "tangent", "grad dw_weight"), got, exp):
+        assert_close_to_reference(g, e, torch.float32, f"{cfg} {activation} {name}",
+                                  max(1.0, e.abs().max().item()) * 4)
+
+
+def test_fused_path_double_backward_raises(triton_device):
+    """The fused backward kernels have no derivative: a second derivative raises when it is
+    asked for (the first one is still given), never a silently wrong or missing term."""
+    x, w, b, pw, pb = CASES[0].make(torch.float32, triton_device)
+    out = depthwise_separable_conv2d(x, w, b, pw, pb, **CASES[0].conv_args)
+    grad_w, = torch.autograd.grad(out.square().sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward through the fused op"):
+        grad_w.sum().backward()
+
+
 def test_fused_path_torch_func(triton_device):
     """grad, jacfwd and vmap through the op with the Triton backend selected."""
     cfg = CASES[0]

@@ -99,18 +99,26 @@ def _check(cfg, dtype, device, layout, tolerance_dtype=None):
 
 # ---- the fused Triton path ---------------------------------------------------------------
 
+def _cudnn_allow_tf32(allowed: bool):
+    """torch.backends.cudnn.allow_tf32 for a block, through cudnn.flags(): a plain assignment
+    raises once torch.testing._internal.common_utils (imported by the parity tests) has frozen
+    the global flags."""
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                       deterministic=cudnn.deterministic, allow_tf32=allowed)
+
+
 @pytest.fixture(params=["cuda"] if HAS_CUDA else ["cpu"])
 def triton_device(request, monkeypatch):
-    """'cuda' on a GPU; without one, 'cpu' with the interpreted kernels."""
-    if request.param == "cuda":
-        # Strict fp32: test_tf32 covers TF32.
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    else:
+    """'cuda' on a GPU; without one, 'cpu' with the interpreted kernels. Strict fp32 (TF32 off):
+    test_tf32 covers TF32."""
+    if request.param == "cpu":
         if not fused.INTERPRETED:
             pytest.skip("fastdw.triton was imported without TRITON_INTERPRET=1; "
                         "test_triton_suite_in_subprocess runs these tests")
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-    return request.param
+    with _cudnn_allow_tf32(False):
+        yield request.param
 
 
 def _assert_fused(cfg, device, dtype=torch.float32):
@@ -134,10 +142,10 @@ def test_fused_half(cfg, layout, dtype, triton_device):
     _check(cfg, dtype, triton_device, layout)
 
 
-def test_tf32(triton_device, monkeypatch):
+def test_tf32(triton_device):
     """fp32 follows torch.backends.cudnn.allow_tf32: with it on, TF32 accuracy (about fp16's)."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    _check(CONFIGS[1], torch.float32, triton_device, "nchw", tolerance_dtype=torch.float16)
+    with _cudnn_allow_tf32(True):
+        _check(CONFIGS[1], torch.float32, triton_device, "nchw", tolerance_dtype=torch.float16)
 
 
 def test_pointwise_grad_pixel_splits(triton_device, monkeypatch):

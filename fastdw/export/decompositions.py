@@ -6,8 +6,8 @@
     ep = ep.run_decompositions(table)   # no fastdw ops left: aten.convolution instead
 
 The formulas are ``fastdw.reference``'s written with ``aten.convolution`` (what ``F.conv2d``
-with ``groups=C`` lowers to; for the fused op: depthwise conv, the reference's activation, 1x1
-conv), so a lowered program computes what PyTorch's own layers compute, with or without the
+with ``groups=C`` lowers to; for the fused op: depthwise conv, the activation (PyTorch's own,
+from fastdw.activations), 1x1 conv), so a lowered program computes what PyTorch's own layers compute, with or without the
 default table. The table is not registered globally (in ``torch._decomp.decomposition_table``,
 which the dynamo ONNX exporter reads): there, fake tensors with symbolic shapes would use it
 in place of the ops' registered fake kernels, so ``torch.compile`` would see other strides and
@@ -19,7 +19,7 @@ from typing import Callable, Dict
 
 import torch
 
-from .. import reference
+from ..activations import ACTIVATIONS
 
 __all__ = ["decompositions"]
 
@@ -33,7 +33,7 @@ def _depthwise_conv2d(input, weight, bias, stride, padding, dilation):
 def _depthwise_separable_conv2d(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding,
                                 dilation, activation):
     mid = _depthwise_conv2d(input, dw_weight, dw_bias, stride, padding, dilation)
-    mid = reference.ACTIVATIONS[activation](mid)
+    mid = ACTIVATIONS[activation].apply(mid)
     # The op takes the pointwise weight as (C_out, C*m).
     return torch.ops.aten.convolution.default(mid, pw_weight[:, :, None, None], pw_bias, [1, 1],
                                               [0, 0], [1, 1], False, [0, 0], 1)
