@@ -13,68 +13,16 @@ F.conv2d raises for the same mistakes).
 """
 from __future__ import annotations
 
-import operator
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional
 
 import torch
 
-Pair = Tuple[int, int]
-IntOrPair = Union[int, Sequence[int]]
+from . import geometry
+from .errors import ArgumentError, DtypeError
 
 _FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
-_INT64_MAX = 2**63 - 1
-
-
-class ArgumentError(ValueError, RuntimeError):
-    """A bad value, shape, size or device: a ``ValueError``, and a ``RuntimeError`` as
-    F.conv2d raises for the same mistake."""
-
-
-class DtypeError(TypeError, RuntimeError):
-    """A tensor of an unsupported or mismatched dtype or layout: a ``TypeError``, and a
-    ``RuntimeError`` as F.conv2d raises for the same mistake."""
-
-
-def _as_int(v):
-    """v as a Python int if it is an integer (int, NumPy integer, 0-d integer tensor), not a
-    bool: what F.conv2d's argument parser takes for an int."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, torch.Tensor) and (v.dim() != 0 or v.dtype.is_floating_point
-                                        or v.dtype.is_complex or v.dtype == torch.bool):
-        return None
-    try:
-        return operator.index(v)
-    except TypeError:
-        return None
-
-
-def pair(value: IntOrPair, name: str) -> Pair:
-    """An int, or a 1- or 2-element tuple/list/``torch.Size`` of ints, as (h, w).
-
-    Raises TypeError for another type (as F.conv2d does), ArgumentError for a sequence of
-    another length or a value outside int64."""
-    single = _as_int(value)
-    if single is not None:
-        result = (single, single)
-    elif isinstance(value, (tuple, list)) and all(_as_int(v) is not None for v in value):
-        if len(value) not in (1, 2):
-            raise ArgumentError(f"fastdw: {name} must be an int or a pair of ints (h, w) (or a "
-                                f"1-element sequence, used for both), got {value!r}")
-        result = (_as_int(value[0]), _as_int(value[-1]))
-    else:
-        raise TypeError(f"fastdw: {name} must be an int or a pair of ints (h, w), got {value!r}")
-    if any(abs(v) > _INT64_MAX for v in result):
-        raise ArgumentError(f"fastdw: {name} is out of the int64 range, got {value!r}")
-    return result
-
-
-def positive_pair(value: IntOrPair, name: str) -> Pair:
-    p = pair(value, name)
-    if p[0] <= 0 or p[1] <= 0:
-        raise ArgumentError(f"fastdw: {name} must be positive, got {value!r}")
-    return p
+__all__ = ["check_tensor", "check_same", "conv_args"]
 
 
 def check_tensor(t, name: str, ndim: Optional[int] = None) -> None:
@@ -97,47 +45,11 @@ def check_same(ref: torch.Tensor, ref_name: str, t: torch.Tensor, name: str) -> 
                          f"{ref.dtype}")
 
 
-def same_padding(kernel: Pair, dilation: Pair, stride: Pair) -> Tuple[Pair, Pair]:
-    """F.conv2d's padding='same': returns (symmetric pad, extra pad on the bottom/right).
-
-    When dilation * (k - 1) is odd PyTorch pads one more element after than before.
-    """
-    if stride != (1, 1):
-        raise ArgumentError("fastdw: padding='same' is not supported for strided convolutions "
-                            f"(stride={stride}), as in F.conv2d")
-    total = [d * (k - 1) for k, d in zip(kernel, dilation)]
-    return (total[0] // 2, total[1] // 2), (total[0] % 2, total[1] % 2)
-
-
-def geometry(kernel: Pair, stride, padding, dilation) -> Tuple[Pair, Pair, Pair, Pair]:
-    """Normalises stride, padding and dilation for a (kh, kw) kernel.
-
-    Returns (stride, padding, dilation, extra) as pairs of ints, where extra is the (h, w) extra
-    bottom/right padding that padding='same' needs for even effective kernels. Raises what
-    F.conv2d raises for the same arguments (see the module docstring).
-    """
-    stride = positive_pair(stride, "stride")
-    dilation = positive_pair(dilation, "dilation")
-    extra = (0, 0)
-    if isinstance(padding, str):
-        if padding == "valid":
-            padding = (0, 0)
-        elif padding == "same":
-            padding, extra = same_padding(kernel, dilation, stride)
-        else:
-            raise ArgumentError(f"fastdw: padding must be an int, a pair, 'same' or 'valid', "
-                                f"got {padding!r}")
-    else:
-        padding = pair(padding, "padding")
-        if padding[0] < 0 or padding[1] < 0:
-            raise ArgumentError(f"fastdw: padding must be non-negative, got {padding}")
-    return stride, padding, dilation, extra
-
-
 def conv_args(input, weight, bias, stride, padding, dilation):
     """Validates depthwise-conv arguments.
 
-    Returns (stride, padding, dilation, extra) as ``geometry`` does, after checking the tensors.
+    Returns (stride, padding, dilation, extra) as ``geometry.normalize`` does, after checking
+    the tensors.
     """
     check_tensor(input, "input")
     if input.dim() != 4:
@@ -164,10 +76,10 @@ def conv_args(input, weight, bias, stride, padding, dilation):
             f"fastdw: input height and width must be positive for a non-empty batch (as in "
             f"F.conv2d), got shape {tuple(input.shape)}")
     kernel = (int(weight.shape[2]), int(weight.shape[3]))
-    stride, padding, dilation, extra = geometry(kernel, stride, padding, dilation)
+    stride, padding, dilation, extra = geometry.normalize(kernel, stride, padding, dilation)
     for axis, size in (("height", 2), ("width", 3)):
         i = size - 2
-        effective = dilation[i] * (kernel[i] - 1) + 1
+        effective = geometry.effective_kernel(kernel[i], dilation[i])
         padded = input.shape[size] + 2 * padding[i] + extra[i]
         if effective > padded:
             raise ArgumentError(

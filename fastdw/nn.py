@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _args, activations
+from . import _args, activations, geometry
+from .errors import ArgumentError
 from .export import torchscript as _torchscript
 from .ops import depthwise_conv2d
 from .separable import depthwise_separable_conv2d as _separable
@@ -47,10 +48,10 @@ def _check_channels(module: nn.Module, input: torch.Tensor, channels: int) -> No
         raise TypeError(f"fastdw: {type(module).__name__} expects a torch.Tensor input, "
                         f"got {type(input).__name__}")
     if input.dim() not in (3, 4):
-        raise _args.ArgumentError(f"fastdw: {type(module).__name__} expects a 3-D (C, H, W) or "
+        raise ArgumentError(f"fastdw: {type(module).__name__} expects a 3-D (C, H, W) or "
                                   f"4-D (N, C, H, W) input, got shape {tuple(input.shape)}")
     if input.shape[-3] != channels:
-        raise _args.ArgumentError(f"fastdw: {type(module).__name__} expects {channels} input "
+        raise ArgumentError(f"fastdw: {type(module).__name__} expects {channels} input "
                                   f"channels, got input of shape {tuple(input.shape)}")
 
 
@@ -88,7 +89,7 @@ def depthwise_mismatch(conv: nn.Module) -> Optional[str]:
     if not _has_kernel_for(conv.weight.device):
         return f"this fastdw build has no kernel for {conv.weight.device.type} tensors"
     try:  # what nn.Conv2d stored must be what fastdw takes, or the new module would fail
-        _args.geometry(tuple(conv.kernel_size), conv.stride,
+        geometry.normalize(tuple(conv.kernel_size), conv.stride,
                        conv.padding if conv.padding_mode == "zeros" else 0, conv.dilation)
     except (TypeError, ValueError) as e:
         return f"stride/padding/dilation not accepted: {e}"

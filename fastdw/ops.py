@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _args
+from . import _args, geometry
 from ._layouts import as_conv_layout, kernel_memory_format
 
 try:
@@ -18,14 +18,6 @@ except ImportError as e:  # pragma: no cover - exercised only on a broken instal
         f"import ({torch.__version__}). Original error: {e}") from e
 
 _ops = torch.ops.fastdw
-
-# The layout a kernel runs a tensor in (kept under this name for fastdw.triton).
-_kernel_memory_format = kernel_memory_format
-
-
-def _out_size(size, kernel, stride, pad, dilation):
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
-
 
 # ---- fake (meta) kernels: shapes, dtypes and memory formats, for torch.compile -------------
 # They check what the C++ kernels check (csrc/depthwise_args.h), with the same messages, so a
@@ -65,12 +57,11 @@ def _output_size(input_size, weight_size, stride, padding, dilation):
     limit = 2**60
     _check(max(padding) < limit // 4 and dilation[0] < limit // kh and dilation[1] < limit // kw
            and max(stride) < limit, "stride, padding or dilation too large")
-    eff = [d * (k - 1) + 1 for d, k in zip(dilation, (kh, kw))]
+    eff = [geometry.effective_kernel(k, d) for k, d in zip((kh, kw), dilation)]
     _check(eff[0] <= h + 2 * padding[0] and eff[1] <= w + 2 * padding[1],
            "dilated kernel (", eff[0], ", ", eff[1], ") is larger than the padded input (",
            h + 2 * padding[0], ", ", w + 2 * padding[1], ")")
-    return (n, cout, _out_size(h, kh, stride[0], padding[0], dilation[0]),
-            _out_size(w, kw, stride[1], padding[1], dilation[1]))
+    return (n, cout, *geometry.output_hw((h, w), (kh, kw), stride, padding, dilation))
 
 
 def _check_grad_output(grad_output, expected):
@@ -86,7 +77,7 @@ def _(input, weight, bias, stride, padding, dilation):
         _check(tuple(bias.shape) == (weight.shape[0],), "bias must have shape (",
                weight.shape[0], "), got ", tuple(bias.shape))
     size = _output_size(input.shape, weight.shape, stride, padding, dilation)
-    return input.new_empty(size).contiguous(memory_format=_kernel_memory_format(input))
+    return input.new_empty(size).contiguous(memory_format=kernel_memory_format(input))
 
 
 @torch.library.register_fake("fastdw::depthwise_conv2d_backward_input")
@@ -95,7 +86,7 @@ def _(grad_output, weight, input_size, stride, padding, dilation):
     _check_grad_output(grad_output,
                        _output_size(input_size, weight.shape, stride, padding, dilation))
     return grad_output.new_empty(input_size).contiguous(
-        memory_format=_kernel_memory_format(grad_output))
+        memory_format=kernel_memory_format(grad_output))
 
 
 @torch.library.register_fake("fastdw::depthwise_conv2d_backward_weight")
@@ -135,9 +126,9 @@ def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
 
     Raises:
         TypeError: an argument of the wrong type (as F.conv2d).
-        fastdw._args.ArgumentError (a ValueError and a RuntimeError): a bad shape, size, value
+        fastdw.ArgumentError (a ValueError and a RuntimeError): a bad shape, size, value
             or device; the message names the argument.
-        fastdw._args.DtypeError (a TypeError and a RuntimeError): an unsupported or
+        fastdw.DtypeError (a TypeError and a RuntimeError): an unsupported or
             mismatched dtype or tensor layout.
     """
     unbatched = isinstance(input, torch.Tensor) and input.dim() == 3

@@ -21,6 +21,7 @@ from .backends import separable_backend
 from ._autograd import transforms_active
 from ._layouts import as_conv_layout, as_layout, conv_memory_format
 from .activations import ACTIVATIONS, activation_name
+from .errors import ArgumentError
 
 
 def _pointwise_args(input, channels, pw_weight, pw_bias) -> torch.Tensor:
@@ -31,14 +32,14 @@ def _pointwise_args(input, channels, pw_weight, pw_bias) -> torch.Tensor:
     shape = tuple(pw_weight.shape)
     if not ((len(shape) == 4 and shape[2:] == (1, 1) or len(shape) == 2)
             and shape[0] > 0 and shape[1] == channels):
-        raise _args.ArgumentError(f"fastdw: pw_weight must have shape (C_out, {channels}, 1, 1) or "
+        raise ArgumentError(f"fastdw: pw_weight must have shape (C_out, {channels}, 1, 1) or "
                          f"(C_out, {channels}) for the {channels} depthwise output channels, "
                          f"got {shape}")
     if pw_bias is not None:
         _args.check_tensor(pw_bias, "pw_bias")
         _args.check_same(input, "input", pw_bias, "pw_bias")
         if tuple(pw_bias.shape) != (shape[0],):
-            raise _args.ArgumentError(f"fastdw: pw_bias must have shape ({shape[0]},), "
+            raise ArgumentError(f"fastdw: pw_bias must have shape ({shape[0]},), "
                              f"got {tuple(pw_bias.shape)}")
     return pw_weight.reshape(shape[0], shape[1])
 

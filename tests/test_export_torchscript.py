@@ -120,7 +120,7 @@ def test_modules(name, how, layout):
 @pytest.mark.parametrize("kernel, dilation", [((4, 3), (1, 2)), ((2, 2), (3, 1)), ((5, 1), (2, 2))])
 def test_resolve_padding_is_torch_same_padding(kernel, dilation):
     """The TorchScript 'same' padding equals the eager rule (fastdw._args, F.conv2d)."""
-    from fastdw._args import same_padding
+    from fastdw.geometry import same_padding
     pad, extra = same_padding(kernel, dilation, (1, 1))
     assert resolve_padding("same", kernel, dilation) == [*pad, *extra]
     assert resolve_padding("valid", kernel, dilation) == [0, 0, 0, 0]

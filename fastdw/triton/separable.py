@@ -49,7 +49,7 @@ from triton.runtime.jit import JITFunction
 from .._autograd import add_optional, autograd_kernel, call_below_autograd
 from .._layouts import kernel_memory_format as _kernel_memory_format
 from ..activations import ACTIVATIONS
-from ..ops import _out_size
+from ..geometry import output_hw
 
 ACTIVATION_CODES = {name: a.triton_code for name, a in ACTIVATIONS.items()}
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -323,8 +323,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
 def _geometry(input, dw_weight, stride, padding, dilation):
     n, c_in, h, w = input.shape
     kh, kw = dw_weight.shape[2], dw_weight.shape[3]
-    oh = _out_size(h, kh, stride[0], padding[0], dilation[0])
-    ow = _out_size(w, kw, stride[1], padding[1], dilation[1])
+    oh, ow = output_hw((h, w), (kh, kw), stride, padding, dilation)
     return n, c_in, h, w, kh, kw, oh, ow
 
 
