@@ -78,13 +78,28 @@ def _save(ctx, tensors, conv):
     ctx.set_materialize_grads(False)
 
 
+def _forward_of(op):
+    """A Function's forward: ``op`` below this level's autograd."""
+    return staticmethod(lambda *args: call_below_autograd(op, *args))
+
+
+def _setup_context_of(size_name: str):
+    """setup_context of the backward ops (tensor, tensor, size, stride, padding, dilation):
+    saves the two tensors, the convolution and the size (as ``ctx.<size_name>``)."""
+    def setup_context(ctx, inputs, output):
+        first, second, size, *conv = inputs
+        _save(ctx, (first, second), conv)
+        setattr(ctx, size_name, list(size))
+    return staticmethod(setup_context)
+
+
 class Conv(_SingleLevelFunction):
     """y = F(x, w) + b: ``fastdw::depthwise_conv2d``."""
 
     @staticmethod
     def forward(input, weight, bias, stride, padding, dilation):
         return call_below_autograd(_ops.depthwise_conv2d, input, weight, bias, stride, padding,
-                                    dilation)
+                                   dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -129,16 +144,8 @@ class Conv(_SingleLevelFunction):
 class BackwardInput(_SingleLevelFunction):
     """gx = Bx(gy, w): ``fastdw::depthwise_conv2d_backward_input``."""
 
-    @staticmethod
-    def forward(grad_output, weight, input_size, stride, padding, dilation):
-        return call_below_autograd(_ops.depthwise_conv2d_backward_input, grad_output, weight,
-                                    input_size, stride, padding, dilation)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        grad_output, weight, input_size, *conv = inputs
-        _save(ctx, (grad_output, weight), conv)
-        ctx.input_size = list(input_size)
+    forward = _forward_of(_ops.depthwise_conv2d_backward_input)
+    setup_context = _setup_context_of("input_size")  # (grad_output, weight, input_size, ...)
 
     @staticmethod
     def backward(ctx, v):
@@ -159,24 +166,16 @@ class BackwardInput(_SingleLevelFunction):
             out = _ops.depthwise_conv2d_backward_input(t_grad_output, weight, ctx.input_size,
                                                        *ctx.conv)
         if t_weight is not None:
-            out = add_optional(out, _ops.depthwise_conv2d_backward_input(grad_output, t_weight,
-                                                                 ctx.input_size, *ctx.conv))
+            out = add_optional(out, _ops.depthwise_conv2d_backward_input(
+                grad_output, t_weight, ctx.input_size, *ctx.conv))
         return out
 
 
 class BackwardWeight(_SingleLevelFunction):
     """(gw, gb) = Bw(gy, x): ``fastdw::depthwise_conv2d_backward_weight``."""
 
-    @staticmethod
-    def forward(grad_output, input, weight_size, stride, padding, dilation):
-        return call_below_autograd(_ops.depthwise_conv2d_backward_weight, grad_output, input,
-                                    weight_size, stride, padding, dilation)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        grad_output, input, weight_size, *conv = inputs
-        _save(ctx, (grad_output, input), conv)
-        ctx.weight_size = list(weight_size)
+    forward = _forward_of(_ops.depthwise_conv2d_backward_weight)
+    setup_context = _setup_context_of("weight_size")  # (grad_output, input, weight_size, ...)
 
     @staticmethod
     def backward(ctx, u, u_bias):
@@ -200,8 +199,8 @@ class BackwardWeight(_SingleLevelFunction):
             gw, gb = _ops.depthwise_conv2d_backward_weight(t_grad_output, input, ctx.weight_size,
                                                            *ctx.conv)
         if t_input is not None:
-            gw = add_optional(gw, _ops.depthwise_conv2d_backward_weight(grad_output, t_input,
-                                                                ctx.weight_size, *ctx.conv)[0])
+            gw = add_optional(gw, _ops.depthwise_conv2d_backward_weight(
+                grad_output, t_input, ctx.weight_size, *ctx.conv)[0])
         if gb is None:  # gb depends on grad_output only
             gb = grad_output.new_zeros(ctx.weight_size[0])
         return gw, gb

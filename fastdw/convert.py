@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from ._surgery import Entry, Report, children, has_hooks, join
 from .activations import module_activation
 from .nn import (DepthwiseConv2d, DepthwiseSeparableConv2d, depthwise_mismatch,
                  separable_mismatch)
@@ -25,17 +26,8 @@ __all__ = ["convert", "ConversionReport", "Entry"]
 _BATCHNORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One line of a report: the module's qualified name (``""`` for the root), its type, and
-    what happened or why not."""
-    name: str
-    module: str
-    detail: str
-
-
 @dataclasses.dataclass
-class ConversionReport:
+class ConversionReport(Report):
     """What ``convert`` did. ``replaced``: depthwise convs now ``DepthwiseConv2d``;
     ``skipped``: convolutions (and, with ``fuse=True``, BatchNorms and depthwise convs left
     unfused) with the reason; ``folded``: BatchNorms folded into the conv before them;
@@ -49,31 +41,7 @@ class ConversionReport:
         return (f"fastdw.convert: replaced {len(self.replaced)}, skipped {len(self.skipped)}, "
                 f"folded {len(self.folded)} BatchNorm, fused {len(self.fused)} separable chains")
 
-    def __str__(self) -> str:
-        return format_report(self.summary(), (("replaced", self.replaced), ("folded", self.folded),
-                                              ("fused", self.fused), ("skipped", self.skipped)))
-
-
-def format_report(summary: str, sections) -> str:
-    """The summary line, then each non-empty ``(title, entries)`` section, one entry a line."""
-    lines = [summary]
-    for title, entries in sections:
-        if entries:
-            lines.append(f"{title}:")
-            width = max(len(e.name or "<root>") for e in entries)
-            lines += [f"  {(e.name or '<root>'):<{width}}  {e.module:<20}  {e.detail}"
-                      for e in entries]
-    return "\n".join(lines)
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _children(module: nn.Module):
-    """(key, child) for every registered child, *including* repeats of one instance (which
-    ``named_children`` drops): ``nn.Sequential(conv, act, conv2, act)`` runs ``act`` twice."""
-    return [(k, c) for k, c in module._modules.items() if c is not None]
+    SECTIONS = ("replaced", "folded", "fused", "skipped")
 
 
 def _replace_convs(module: nn.Module, name: str, report: ConversionReport,
@@ -95,8 +63,8 @@ def _replace_convs(module: nn.Module, name: str, report: ConversionReport,
         else:
             report.skipped.append(Entry(name, type(module).__name__, reason))
         return memo[id(module)]
-    for child_name, child in _children(module):
-        new = _replace_convs(child, _join(name, child_name), report, memo)
+    for child_name, child in children(module):
+        new = _replace_convs(child, join(name, child_name), report, memo)
         if new is not child:
             setattr(module, child_name, new)
     return module
@@ -115,18 +83,13 @@ def _is_plain_sequential(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
 
 
-def _has_hooks(module: nn.Module) -> bool:
-    return any((module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
-                module._backward_pre_hooks))
-
-
 def _leaves(seq: nn.Sequential, prefix: str):
     """The data-flow order of a plain Sequential with nested plain Sequentials expanded:
     a list of (parent, key, qualified name, module)."""
     out = []
-    for key, child in _children(seq):
-        name = _join(prefix, key)
-        if _is_plain_sequential(child) and not _has_hooks(child):
+    for key, child in children(seq):
+        name = join(prefix, key)
+        if _is_plain_sequential(child) and not has_hooks(child):
             out += _leaves(child, name)
         else:
             out.append((seq, key, name, child))
@@ -146,8 +109,8 @@ def _chains(module: nn.Module, prefix: str = "", seen=None):
         for _, _, name, leaf in leaves:  # look inside the leaves, e.g. residual blocks
             yield from _chains(leaf, name, seen)
     else:
-        for key, child in _children(module):
-            yield from _chains(child, _join(prefix, key), seen)
+        for key, child in children(module):
+            yield from _chains(child, join(prefix, key), seen)
 
 
 def _use_counts(model: nn.Module) -> Counter:
@@ -157,7 +120,7 @@ def _use_counts(model: nn.Module) -> Counter:
 
     def walk(m):
         counts[id(m)] += 1
-        for _, c in _children(m):
+        for _, c in children(m):
             walk(c)
     walk(model)
     return counts
@@ -172,7 +135,7 @@ def _fold_target(module: nn.Module) -> Optional[nn.Conv2d]:
     if isinstance(module, DepthwiseSeparableConv2d):
         return module.pointwise
     if type(module) in (nn.Conv2d, DepthwiseConv2d) and isinstance(module.weight, nn.Parameter) \
-            and not _has_hooks(module):
+            and not has_hooks(module):
         return module
     return None
 
@@ -202,7 +165,7 @@ def _fold_pass(leaves, report: ConversionReport, uses: Counter) -> None:
                 reason = f"it or its conv is {_SHARED}"
             elif target.out_channels != module.num_features:
                 reason = "num_features differs from the conv's out_channels"
-            elif _has_hooks(module):
+            elif has_hooks(module):
                 reason = "has hooks"
             else:
                 reason = None
@@ -219,7 +182,7 @@ def _fold_pass(leaves, report: ConversionReport, uses: Counter) -> None:
 def _activation_of(module: nn.Module) -> Tuple[bool, Optional[str]]:
     """(is a fusable activation, its name for the fused op)."""
     name = module_activation(module)
-    if name is None or _has_hooks(module):
+    if name is None or has_hooks(module):
         return False, None
     return True, name
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from .activations import ACTIVATIONS
-from .convert import Entry, _children, _has_hooks, _join, format_report
+from ._surgery import Entry, Report, children, has_hooks, join
 from .nn import DepthwiseConv2d, DepthwiseSeparableConv2d
 
 __all__ = ["revert", "RevertReport"]
@@ -27,7 +27,7 @@ __all__ = ["revert", "RevertReport"]
 
 
 @dataclasses.dataclass
-class RevertReport:
+class RevertReport(Report):
     """What ``revert`` did. ``reverted``: ``DepthwiseConv2d`` now ``nn.Conv2d``; ``unfused``:
     ``DepthwiseSeparableConv2d`` now ``nn.Sequential(depthwise, [activation], pointwise)``, and
     what of the original chain that cannot bring back; ``skipped``: fastdw modules left as they
@@ -40,9 +40,7 @@ class RevertReport:
         return (f"fastdw.revert: reverted {len(self.reverted)}, unfused {len(self.unfused)}, "
                 f"skipped {len(self.skipped)}")
 
-    def __str__(self) -> str:
-        return format_report(self.summary(), (("reverted", self.reverted),
-                                              ("unfused", self.unfused), ("skipped", self.skipped)))
+    SECTIONS = ("reverted", "unfused", "skipped")
 
 
 def _keeps_forward(module: nn.Module) -> Optional[str]:
@@ -52,7 +50,7 @@ def _keeps_forward(module: nn.Module) -> Optional[str]:
     parts = [module] if isinstance(module, DepthwiseConv2d) else \
         [module, module.depthwise, module.pointwise]
     for part in parts:
-        if _has_hooks(part):
+        if has_hooks(part):
             return "has forward/backward hooks that a new module would not carry"
         if parametrize.is_parametrized(part):
             return "parametrized (torch.nn.utils.parametrize); the parametrization would be lost"
@@ -98,8 +96,8 @@ def _revert(module: nn.Module, name: str, report: RevertReport,
     if new is not None:
         memo[id(module)] = new
         return new
-    for key, child in _children(module):
-        new_child = _revert(child, _join(name, key), report, memo)
+    for key, child in children(module):
+        new_child = _revert(child, join(name, key), report, memo)
         if new_child is not child:
             setattr(module, key, new_child)
     return module

@@ -148,6 +148,14 @@ def _pixel_coords(offs_p, OH, OW):
     return t // OH, t % OH, ow
 
 
+@triton.jit
+def _pixel_block(N_PIX, OH, OW, BLOCK_P: tl.constexpr):
+    """This program's BLOCK_P output pixels (axis 0 of the grid): their mask and (n, oh, ow)."""
+    offs_p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    n, oh, ow = _pixel_coords(offs_p, OH, OW)
+    return offs_p < N_PIX, n, oh, ow
+
+
 def _configs(gpu):
     """Autotune configs: a handful on GPU, one small config under the interpreter."""
     if _INTERPRETING:
@@ -180,11 +188,8 @@ def _sep_fwd_kernel(
     HAS_DW_BIAS: tl.constexpr, HAS_PW_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
 ):
-    pid_p = tl.program_id(0).to(tl.int64)
+    p_mask, n, oh, ow = _pixel_block(N_PIX, OH, OW, BLOCK_P)
     pid_co = tl.program_id(1).to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_mask = offs_p < N_PIX
-    n, oh, ow = _pixel_coords(offs_p, OH, OW)
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     co_mask = offs_co < C_OUT
 
@@ -218,11 +223,8 @@ def _sep_bwd_mid_kernel(
     BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
 ):
     """grad_mid[p, ci] = act'(mid[p, ci]) * sum_co grad_out[p, co] * W_pw[co, ci]."""
-    pid_p = tl.program_id(0).to(tl.int64)
+    p_mask, n, oh, ow = _pixel_block(N_PIX, OH, OW, BLOCK_P)
     pid_ci = tl.program_id(1).to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_mask = offs_p < N_PIX
-    n, oh, ow = _pixel_coords(offs_p, OH, OW)
     offs_ci = pid_ci * BLOCK_CI + tl.arange(0, BLOCK_CI)
     ci_mask = offs_ci < C_IN
 
