@@ -262,6 +262,14 @@ def convert(model: nn.Module, inplace: bool = False,
     Sequentials are followed, since data flows child to child there); a module's custom
     ``forward`` is never analysed. Removed modules become ``nn.Identity`` so that indices and
     the names of untouched modules stay the same.
+
+    The converted model computes what the original computes, up to floating-point rounding
+    (outputs, gradients, layouts and errors; BatchNorm folding with ``fuse=True`` changes
+    rounding only); a convolution fastdw cannot compute the same way is skipped and reported.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: ``fuse=True`` with a module in training mode.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fastdw: convert expects an nn.Module, got {type(model).__name__}")

@@ -111,6 +111,11 @@ class DepthwiseConv2d(nn.Conv2d):
     input works. Under ``torch.autocast`` (CPU or CUDA) the input, weight and bias are cast to
     the autocast dtype as ``nn.Conv2d``'s are.
 
+    Shapes, dtypes, layouts, errors and autograd are ``fastdw.depthwise_conv2d``'s: input
+    (N, C, H, W) or (C, H, W) -> (N, C*m, OH, OW), float64/float32/float16/bfloat16 (half types
+    accumulate in float32), channels_last out when the input or weight is; gradients of any
+    order, forward AD and torch.func.
+
     Why a subclass of ``nn.Conv2d``: code written for stock models keeps working on converted
     ones -- ``isinstance(m, nn.Conv2d)`` loops for weight init, optimizer parameter groups
     (e.g. no weight decay on depthwise convs), pruning, ``fuse_conv_bn_eval``, FLOP counters,
@@ -210,7 +215,8 @@ class DepthwiseSeparableConv2d(nn.Module):
     ``bias`` is a bool for both convs or a pair ``(depthwise_bias, pointwise_bias)``.
     ``depth_multiplier`` m gives the depthwise conv C*m output channels. ``padding`` may be an
     int, a pair, ``'same'`` or ``'valid'`` (zero padding only). Unbatched input and autocast
-    work as for ``DepthwiseConv2d``.
+    work as for ``DepthwiseConv2d``. Input (N, C, H, W) or (C, H, W) -> (N, out_channels, OH,
+    OW); dtypes, layouts, errors and autograd are ``fastdw.depthwise_separable_conv2d``'s.
     """
 
     def __init__(self, in_channels: int, out_channels: int,

@@ -122,7 +122,12 @@ def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     Returns:
         (N, C*m, OH, OW) with OH = (H + 2 * pad_h - dilation_h * (kh - 1) - 1) // stride_h + 1
         (likewise OW), in PyTorch's layout: channels_last when the input or the weight is
-        channels_last, else NCHW.
+        channels_last, else NCHW. Same dtype as the input; float16 and bfloat16 accumulate in
+        float32.
+
+    Autograd: gradients of any order (the backward is written with the same ops), forward-mode
+    AD, and torch.func (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap). The input gradient has
+    the output's layout rule; results are deterministic (no atomics).
 
     Raises:
         TypeError: an argument of the wrong type (as F.conv2d).

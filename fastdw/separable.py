@@ -87,8 +87,25 @@ def depthwise_separable_conv2d(input: torch.Tensor, dw_weight: torch.Tensor,
             (padding may be 'same' or 'valid').
         activation: None, 'none', 'relu', 'relu6' or 'gelu' (exact, erf-based).
 
+    Returns:
+        (N, C_out, OH, OW) (OH, OW as in ``fastdw.depthwise_conv2d``), in the input's dtype;
+        channels_last when the input or either weight is. float16 and bfloat16 accumulate in
+        float32; on the fused path float32 uses TF32 for the pointwise product exactly when
+        ``torch.backends.cudnn.allow_tf32`` is set, as F.conv2d does.
+
     On GPU (or under TRITON_INTERPRET=1) float32/float16/bfloat16 inputs with m = 1 run the fused
-    Triton kernel; everything else runs the composed path. See ``backend_for``.
+    Triton kernel (the depthwise result is never written to memory); everything else runs the
+    composed path. See ``backend_for``.
+
+    Autograd: first derivatives on both paths (reverse and forward mode); gradients of any
+    order, forward-mode AD and torch.func on the composed path, which this function takes
+    whenever forward AD or a torch.func transform is active. A second derivative through the
+    fused kernel raises RuntimeError.
+
+    Raises:
+        TypeError, fastdw.ArgumentError, fastdw.DtypeError: as ``fastdw.depthwise_conv2d``
+            (naming dw_weight / dw_bias), and for a pw_weight or pw_bias of the wrong shape,
+            dtype or device; ValueError for an unknown activation.
     """
     unbatched = isinstance(input, torch.Tensor) and input.dim() == 3
     if unbatched:
