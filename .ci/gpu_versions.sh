@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# CI: the GPU machine's versions, checked here without a GPU (issue 13). That machine has
+# Python 3.12, torch 2.11.0+cu130, triton 3.6.0 and nvcc 13.0, and installs nothing. This step
+# makes a throwaway venv with the same Python, torch and triton (nothing cached), then runs
+# `bench/gpu_check.sh --dry-run` in it with GPU_CHECK_BUILD=cuda, that is:
+#   - the GPU machine's build, by the same command: sm_90 only, FASTDW_CUDA=1, CPU kernels too;
+#   - every Triton variant that the GPU tests and the separable benchmark launch, compiled for
+#     sm_90 by triton 3.6.0 (python -m fastdw.triton.variants; Triton's own compiler and ptxas);
+#   - the GPU test files on the CPU with the Triton kernels interpreted (test_cuda skips),
+#     `python -m fastdw check`, the benchmarks and bench/gpu_extras.py, small, on the CPU;
+#   - the run's files and summary as the device tool returns them (at most 8 files);
+# and then the dry-run tests. Any failure, compile errors included, fails CI.
+#   PYTHON312=/path/to/python3.12 (default: python3.12 on PATH, else pyenv's 3.12.1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MAX_JOBS="${MAX_JOBS:-2}"
+PY312=${PYTHON312:-$(command -v python3.12 || echo /root/.pyenv/versions/3.12.1/bin/python3.12)}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+T0=$(date +%s)
+stamp() { echo "[gpu_versions] $* at $(($(date +%s) - T0))s"; }
+
+nvcc --version | grep -q "release 13.0" || {
+  echo "gpu_versions: the GPU machine has nvcc 13.0; this one has: $(nvcc --version | tail -n 2)"
+  exit 1
+}
+"$PY312" -m venv "$WORK/venv"
+VPY="$WORK/venv/bin/python"
+"$VPY" -m pip install -q --no-cache-dir torch==2.11.0 triton==3.6.0 ninja numpy pytest \
+  hypothesis matplotlib tqdm "setuptools>=69" wheel
+"$VPY" - <<'EOF'
+import sys, torch, triton
+found = (sys.version_info[:2], torch.__version__, torch.version.cuda, triton.__version__)
+assert found == ((3, 12), "2.11.0+cu130", "13.0", "3.6.0"), f"not the GPU machine's: {found}"
+print("venv:", found)
+EOF
+stamp "venv ready"
+
+OUT="$WORK/out"
+set +e
+OUT="$OUT" PYTHON="$VPY" GPU_CHECK_BUILD=cuda bash bench/gpu_check.sh --dry-run \
+  | tee "$WORK/dry_run.txt"
+RC=${PIPESTATUS[0]}
+set -e
+stamp "dry run done (exit $RC)"
+((RC == 0)) || exit "$RC"
+grep -q "^gpu_check: PASS (dry-run)" "$WORK/dry_run.txt"
+"$VPY" -m pytest tests/test_gpu_check_dry_run.py -q -p no:cacheprovider
+stamp "gpu_versions passed"
