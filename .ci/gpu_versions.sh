@@ -17,6 +17,7 @@ export MAX_JOBS="${MAX_JOBS:-2}"
 PY312=${PYTHON312:-$(command -v python3.12 || echo /root/.pyenv/versions/3.12.1/bin/python3.12)}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+export TRITON_CACHE_DIR="$WORK/triton_cache"   # every variant compiled here, none reused
 T0=$(date +%s)
 stamp() { echo "[gpu_versions] $* at $(($(date +%s) - T0))s"; }
 
@@ -26,7 +27,9 @@ nvcc --version | grep -q "release 13.0" || {
 }
 "$PY312" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
-"$VPY" -m pip install -q --no-cache-dir torch==2.11.0 triton==3.6.0 ninja numpy pytest \
+# numpy<2.4: triton 3.6's interpreter (the CPU stand-in for the GPU here) turns 1-element arrays
+# into ints, which NumPy 2.4 made an error; the GPU machine's compiled kernels do not need it.
+"$VPY" -m pip install -q --no-cache-dir torch==2.11.0 triton==3.6.0 "numpy<2.4" ninja pytest \
   hypothesis matplotlib tqdm "setuptools>=69" wheel
 "$VPY" - <<'EOF'
 import sys, torch, triton
@@ -36,9 +39,13 @@ print("venv:", found)
 EOF
 stamp "venv ready"
 
-OUT="$WORK/out"
+# In a copy of the tracked files: the in-place build for torch 2.11 must not meet the main
+# build (torch of requirements.txt) in this tree.
+mkdir "$WORK/repo"
+git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$WORK/repo"
+cd "$WORK/repo"
 set +e
-OUT="$OUT" PYTHON="$VPY" GPU_CHECK_BUILD=cuda bash bench/gpu_check.sh --dry-run \
+OUT="$WORK/out" PYTHON="$VPY" GPU_CHECK_BUILD=cuda bash bench/gpu_check.sh --dry-run \
   | tee "$WORK/dry_run.txt"
 RC=${PIPESTATUS[0]}
 set -e

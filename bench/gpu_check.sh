@@ -9,34 +9,38 @@
 # in place with `python setup.py build_ext --inplace` (no pip, so torch is never reinstalled).
 #
 # Time. A task lent a GPU has 15 minutes of device time in all, the machine's start (1-2 min)
-# included. The default budget, GPU_CHECK_BUDGET_S=360, fits the start, this run, one rerun on
-# the warm machine (it keeps build/, so a rerun's build is incremental) and the transfers:
-# 2 + 6 + 6 min, plus about one. Give the device tool timeout_s=420 and call give_back after.
-# Steps run in this order; each is stopped at its cap, and one whose cap no longer fits in what
-# is left of the budget is skipped and reported, so the run ends within its budget:
+# included. The default budget, GPU_CHECK_BUDGET_S=360, fits the start, this run, one rerun of
+# the same length on the warm machine, and the transfers: 2 + 6 + 6 min, plus about one. Give the
+# device tool timeout_s=420, and call give_back when done. Steps run in this order, each stopped
+# at its cap; a step whose cap no longer fits in what is left of the budget is skipped and
+# reported, so the run ends within its budget. The caps add up to more than one budget:
 #   step       cap s  what
 #   versions      20  nvidia-smi, python, torch, triton, nvcc
-#   build        180  sm_90 only (TORCH_CUDA_ARCH_LIST=9.0), FASTDW_CUDA=1, MAX_JOBS=16
+#   build        240  sm_90 only (TORCH_CUDA_ARCH_LIST=9.0), FASTDW_CUDA=1, MAX_JOBS=16; on 16
+#                     cores the longest file decides: csrc/cpu/direct_nhwc.cpp takes ~170 s of
+#                     CPU on CI's Xeon (2026-11-30). The warm machine keeps build/: a rerun's
+#                     build is incremental (seconds)
 #   import        30  fastdw imports and has its CUDA kernels
-#   tests        120  pytest -x over GPU_TESTS (default test_cuda, test_separable, test_nn), in
-#                     MAX_JOBS processes (pytest-xdist): each new shape the fused kernels see makes
-#                     Triton compile all its autotune configs (~2 s of CPU each), on every core
-#   triton        90  compiles, MAX_JOBS at a time, every Triton variant the separable benchmark
-#                     launches (python -m fastdw.triton.variants; ~450 of them), so bench_sep
-#                     finds them in Triton's cache instead of compiling them one at a time
+#   tests        120  pytest -x over GPU_TESTS (default test_cuda, test_separable, test_nn) in
+#                     MAX_JOBS processes (pytest-xdist): each new shape the fused kernels get
+#                     makes Triton compile all 5-6 autotune configs (1-3 s of CPU each), so the
+#                     compiles need every core
 #   check         45  python -m fastdw check
+#   extras        90  forward over 2^31 elements vs torch and float64; MobileNetV2 end to end
+#   sanitize  2 x 240 (--sanitize) the CUDA tests under compute-sanitizer memcheck, racecheck
+#                     (SANITIZE_TESTS overrides the files, SANITIZE_K the pytest -k expression)
+#   triton        90  compiles, MAX_JOBS at a time, every Triton variant the separable benchmark
+#                     launches (python -m fastdw.triton.variants: ~340), so bench_sep finds them
+#                     in Triton's cache instead of compiling them one at a time
 #   bench_dw     120  fastdw-cuda vs torch: mobilenetv2, efficientnet_b0, convnext_t, replknet31;
 #                     fp32/bf16/fp16; nchw/channels_last; fwd, bwd_input, bwd_weight; batch 32
 #   bench_sep    150  the fused separable suite: fwd, fwd+bwd, peak memory (the autotuner also
 #                     times 5-6 configs per kernel and shape)
-#   extras        90  forward over 2^31 elements vs torch and float64; MobileNetV2 end to end
-#   sanitize  2 x 240 (--sanitize) the CUDA tests under compute-sanitizer memcheck, racecheck
-#                     (SANITIZE_TESTS overrides the files, SANITIZE_K the pytest -k expression)
-# Caps add up to more than the budget: the steps that do not fit are reported as skipped, and
-# the rerun gets them (`--no-tests`: bench and extras; `--sanitize --no-tests --no-bench
-# --no-extras`: sanitizer only).
-# --no-tests leaves out tests and check, --no-bench both benchmarks, --no-extras extras; triton
-# runs when tests or benchmarks do. --quick: shorter benchmarks.
+# --no-tests leaves out tests and check, --no-extras extras, --no-bench triton and both
+# benchmarks (triton still runs for the tests). --quick: shorter benchmarks.
+# A window: `bash bench/gpu_check.sh` (correctness first, then what fits), then, on the warm
+# machine, `bash bench/gpu_check.sh --no-tests --no-extras` for the benchmarks it skipped, or
+# `--sanitize --no-tests --no-bench --no-extras` if none were skipped.
 #
 # --dry-run (CI): the same steps and code, the CPU as the device, smaller sizes, caps x
 # GPU_CHECK_CAP_SCALE (default 5) and a budget that fits every step's cap:
@@ -80,7 +84,7 @@ PY=${PYTHON:-python3}
 MAX_OUT_FILES=8
 OUT_FILES=(log.txt summary.md triton.json bench_dw.json bench_dw.png bench_sep.json extras.json
            sanitize.log)
-declare -A CAP=([versions]=20 [build]=180 [import]=30 [tests]=120 [triton]=90 [check]=45
+declare -A CAP=([versions]=20 [build]=240 [import]=30 [tests]=120 [triton]=90 [check]=45
                 [bench_dw]=120 [bench_sep]=150 [extras]=90 [sanitize]=240)
 SUMMARY_RESERVE_S=15   # kept back for the summary and the checks of $OUT
 KILL_AFTER_S=5         # a step ignoring SIGTERM at its cap is killed this much later
@@ -114,12 +118,11 @@ else
 fi
 # The enabled steps, in order (build failures leave the rest "not run").
 LATER=()
-((TESTS)) && LATER+=(tests)
-((TESTS || BENCH)) && LATER+=(triton)
-((TESTS)) && LATER+=(check)
-((SANITIZE)) && LATER+=(sanitize)
-((BENCH)) && LATER+=(bench_dw bench_sep)
+((TESTS)) && LATER+=(tests check)
 ((EXTRAS)) && LATER+=(extras)
+((SANITIZE)) && LATER+=(sanitize)
+((TESTS || BENCH)) && LATER+=(triton)
+((BENCH)) && LATER+=(bench_dw bench_sep)
 # The GPU's budget fits its window (see the top); a dry run's fits all its steps' caps.
 ALL_CAPS=$((CAP[versions] + CAP[build] + CAP[import] + SANITIZE * CAP[sanitize]))
 for name in "${LATER[@]}"; do ALL_CAPS=$((ALL_CAPS + CAP[$name])); done
@@ -251,15 +254,11 @@ else
     # shellcheck disable=SC2086
     step tests "$LOG" "${DEVICE_ENV[@]}" "${VARIANTS[@]}" record "${CALLS[0]}" \
       -m pytest $GPU_TESTS -x -q -p no:cacheprovider "${TEST_ARGS[@]}"
-  fi
-  # ---- triton: every variant, in parallel ---------------------------------------------------
-  if ((TESTS || BENCH)); then
-    step triton "$LOG" env -u TRITON_INTERPRET "${VARIANTS[@]}" compile "${CALLS[@]}" \
-      --arch 90 --each "$TRITON_EACH" --jobs "$MAX_JOBS" --json "$OUT/triton.json" \
-      --bench "${SEP_SUITE[@]}" "${GPU_BENCH[@]}"
-  fi
-  if ((TESTS)); then
     step check "$LOG" "${DEVICE_ENV[@]}" "$PY" -m fastdw check
+  fi
+  # ---- >2^31 elements, MobileNetV2 end to end -------------------------------------------------
+  if ((EXTRAS)); then
+    step extras "$LOG" "$PY" bench/gpu_extras.py "${EXTRAS_ARGS[@]}" --json "$OUT/extras.json"
   fi
   # ---- sanitizer ---------------------------------------------------------------------------
   if ((SANITIZE)); then
@@ -281,6 +280,12 @@ else
       done
     fi
   fi
+  # ---- triton: every variant of the benchmark (and, dry, the tests), in parallel ---------------
+  if ((TESTS || BENCH)); then
+    step triton "$LOG" env -u TRITON_INTERPRET "${VARIANTS[@]}" compile "${CALLS[@]}" \
+      --arch 90 --each "$TRITON_EACH" --jobs "$MAX_JOBS" --json "$OUT/triton.json" \
+      --bench "${SEP_SUITE[@]}" "${GPU_BENCH[@]}"
+  fi
   # ---- benchmarks --------------------------------------------------------------------------
   if ((BENCH)); then
     COMMON=(-m fastdw bench "${BENCH_ARGS[@]}" --table summary --no-progress)
@@ -288,9 +293,6 @@ else
       --suite mobilenetv2 efficientnet_b0 convnext_t replknet31 \
       --pass fwd bwd_input bwd_weight --json "$OUT/bench_dw.json" --plot "$OUT/bench_dw.png"
     step bench_sep "$LOG" "$PY" "${COMMON[@]}" "${SEP_SUITE[@]}" --json "$OUT/bench_sep.json"
-  fi
-  if ((EXTRAS)); then
-    step extras "$LOG" "$PY" bench/gpu_extras.py "${EXTRAS_ARGS[@]}" --json "$OUT/extras.json"
   fi
 fi
 

@@ -143,7 +143,8 @@ def main(argv=None) -> int:
     sep = _load(os.path.join(args.out, "bench_sep.json"))
     extras = _load(os.path.join(args.out, "extras.json")) or {}
     triton = _load(os.path.join(args.out, "triton.json"))
-    # (priority, lines): the lowest priorities go first when the summary is too long
+    # (priority, lines): the lowest priorities go first when the summary is too long; every
+    # table is also in a file that comes back
     sections = []
     head = [f"# fastdw GPU check ({args.mode})", ""]
     if args.versions:
@@ -159,13 +160,13 @@ def main(argv=None) -> int:
                      + ["```", ""]))
     for entry in args.excerpt:
         name, _, path = entry.partition("=")
-        sections.append((5, [f"## {name}: last lines (full output in log.txt)", "```"]
+        sections.append((8, [f"## {name}: last lines (full output in log.txt)", "```"]
                          + _excerpt(path) + ["```", ""]))
     if triton:
         sections.append((7, ["## Triton variants compiled ahead (python -m fastdw.triton.variants)"]
                          + _triton_lines(triton) + [""]))
     if dw:
-        sections.append((6, ["## depthwise: geomean speedup over torch across shapes (torch's "
+        sections.append((5, ["## depthwise: geomean speedup over torch across shapes (torch's "
                              "backend in brackets; nF: n rows failed their check)", "```",
                              gpu_compact([dw]), "```", ""]))
     if sep:

@@ -60,21 +60,37 @@ def test_help_lists_every_step():
         assert step in proc.stdout, step
 
 
+def script_setting(name: str) -> str:
+    return re.search(rf"^{name}=(\S+)", SCRIPT.read_text(), re.M).group(1)
+
+
+def script_caps() -> dict:
+    table = re.search(r"declare -A CAP=\(([^)]*)\)", SCRIPT.read_text()).group(1)
+    return {k: int(v) for k, v in re.findall(r"\[(\w+)\]=(\d+)", table)}
+
+
 def test_a_step_whose_cap_does_not_fit_is_skipped_and_reported(tmp_path):
-    """Budget arithmetic: with caps x1, 20 s for versions and 15 s kept for the summary, a
-    45-second budget runs versions, skips build (cap 180 s) and reports what did not run."""
+    """Budget arithmetic, caps x1: a budget that holds the summary's reserve and the versions
+    step (its cap plus the grace before a kill) but not the build's cap runs versions, skips
+    build, and reports every later step as not run."""
+    caps = script_caps()
+    reserve, grace = int(script_setting("SUMMARY_RESERVE_S")), int(script_setting("KILL_AFTER_S"))
+    budget = reserve + caps["versions"] + grace + 10
+    assert budget - reserve - grace < caps["build"], "the build must not fit"
     out = tmp_path / "out"
-    proc = run_script(out, "--dry-run", GPU_CHECK_BUDGET_S="45", GPU_CHECK_CAP_SCALE="1")
+    proc = run_script(out, "--dry-run", GPU_CHECK_BUDGET_S=str(budget), GPU_CHECK_CAP_SCALE="1")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = assert_comes_back_whole(proc, out)
     steps = steps_of(summary)
-    assert steps["versions"][2] == 20 and steps["versions"][0] in ("ok", "TIMEOUT")
-    assert steps["build"] == ("SKIP", 0, 180), steps
-    for later in ("tests", "triton", "check", "bench_dw", "bench_sep", "extras"):
+    assert steps["versions"][2] == caps["versions"] and steps["versions"][0] in ("ok", "TIMEOUT")
+    assert steps["build"] == ("SKIP", 0, caps["build"]), steps
+    for later in ("tests", "check", "extras", "triton", "bench_dw", "bench_sep"):
         assert steps[later][0] == "NOTRUN", (later, steps)
-    assert "build: SKIPPED: its cap of 180s does not fit" in proc.stdout
-    assert "budget 45 s" in summary
-    assert re.search(r"gpu_check: FAIL \(dry-run\) in (\d+)s of 45s", proc.stdout)
+    assert f"build: SKIPPED: its cap of {caps['build']}s does not fit" in proc.stdout
+    assert f"budget {budget} s" in summary
+    elapsed = int(re.search(rf"gpu_check: FAIL \(dry-run\) in (\d+)s of {budget}s",
+                            proc.stdout).group(1))
+    assert elapsed <= budget
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "summary.md"]
 
 
@@ -110,12 +126,12 @@ def test_script_writes_at_most_eight_named_files():
 
 
 def test_summary_drops_its_least_useful_parts_to_fit():
-    sections = [(9, ["# head", "steps"]), (5, ["## tests: last lines"] + ["x" * 200] * 60),
-                (6, ["## depthwise"] + ["y" * 100] * 30)]
-    text = gpu_summary._fit(sections, 5000)
-    assert len(text) <= 5000
-    assert "# head" in text and "## depthwise" in text
-    assert "(tests: last lines: left out to fit; see the files)" in text
+    sections = [(9, ["# head", "steps"]), (8, ["## tests: last lines"] + ["x" * 200] * 10),
+                (5, ["## depthwise"] + ["y" * 100] * 40), (6, ["## separable"] + ["z" * 90] * 12)]
+    text = gpu_summary._fit(sections, 4000)
+    assert len(text) <= 4000
+    assert "# head" in text and "## tests: last lines" in text and "## separable" in text
+    assert "(depthwise: left out to fit; see the files)" in text
 
 
 @pytest.mark.parametrize("n_lines", [1, 10_000])

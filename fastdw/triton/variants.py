@@ -499,8 +499,9 @@ def main(argv=None) -> int:
     print(summary(results, args.arch, wall))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(counts, arch=args.arch, each=args.each, seconds=round(wall, 1),
-                           variants=results), f, indent=0)
+            configs = {k.fn.__name__: len(k.configs) for k in _AUTOTUNERS}
+            json.dump(dict(counts, arch=args.arch, each=args.each, configs=configs,
+                           seconds=round(wall, 1), variants=results), f, indent=0)
     return 1 if not results or any(r["error"] for r in results) else 0
 
 
