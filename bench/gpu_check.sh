@@ -21,7 +21,7 @@
 #                     CPU on CI's Xeon (2026-11-30). The warm machine keeps build/: a rerun's
 #                     build is incremental (seconds)
 #   import        30  fastdw imports and has its CUDA kernels
-#   tests        120  pytest -x over GPU_TESTS (default test_cuda, test_separable, test_nn) in
+#   tests        150  pytest -x over GPU_TESTS (default test_cuda, test_separable, test_nn) in
 #                     MAX_JOBS processes (pytest-xdist): each new shape the fused kernels get
 #                     makes Triton compile all 5-6 autotune configs (1-3 s of CPU each), so the
 #                     compiles need every core
@@ -38,8 +38,9 @@
 #                     times 5-6 configs per kernel and shape)
 # --no-tests leaves out tests and check, --no-extras extras, --no-bench triton and both
 # benchmarks (triton still runs for the tests). --quick: shorter benchmarks.
-# A window: `bash bench/gpu_check.sh` (correctness first, then what fits), then, on the warm
-# machine, `bash bench/gpu_check.sh --no-tests --no-extras` for the benchmarks it skipped, or
+# The caps are estimates until a GPU run has measured the steps (the summary gives each step's
+# seconds and CPU seconds). A window: `bash bench/gpu_check.sh` (correctness first, then what
+# fits); then, on the warm machine, the rerun its summary proposes for the skipped steps, or
 # `--sanitize --no-tests --no-bench --no-extras` if none were skipped.
 #
 # --dry-run (CI): the same steps and code, the CPU as the device, smaller sizes, caps x
@@ -84,7 +85,7 @@ PY=${PYTHON:-python3}
 MAX_OUT_FILES=8
 OUT_FILES=(log.txt summary.md triton.json bench_dw.json bench_dw.png bench_sep.json extras.json
            sanitize.log)
-declare -A CAP=([versions]=20 [build]=240 [import]=30 [tests]=120 [triton]=90 [check]=45
+declare -A CAP=([versions]=20 [build]=240 [import]=30 [tests]=150 [triton]=90 [check]=45
                 [bench_dw]=120 [bench_sep]=150 [extras]=90 [sanitize]=240)
 SUMMARY_RESERVE_S=15   # kept back for the summary and the checks of $OUT
 KILL_AFTER_S=5         # a step ignoring SIGTERM at its cap is killed this much later

@@ -91,6 +91,23 @@ def _step_lines(steps: List[str], budget: Optional[int], elapsed: Optional[int])
     return out
 
 
+# The option that leaves out each group of steps (bench/gpu_check.sh).
+_GROUPS = {"--no-tests": ("tests", "check"), "--no-extras": ("extras",),
+           "--no-bench": ("triton", "bench_dw", "bench_sep")}
+
+
+def rerun_line(steps: List[str]) -> Optional[str]:
+    """The gpu_check.sh command that reruns the steps skipped for lack of time, leaving out
+    each group whose steps all passed; None when nothing was skipped."""
+    states = {e.partition("=")[0]: e.partition("=")[2].split(":")[0] for e in steps}
+    if "SKIP" not in states.values():
+        return None
+    flags = [flag for flag, names in _GROUPS.items()
+             if all(states.get(n) in ("ok", None) for n in names)
+             and any(n in states for n in names)]
+    return " ".join(["bash bench/gpu_check.sh", *flags])
+
+
 def _triton_lines(report: Dict) -> List[str]:
     rows = report["variants"]
     failed = [r for r in rows if r["error"]]
@@ -156,8 +173,10 @@ def main(argv=None) -> int:
                     f"triton {meta.get('triton')}, {meta['date']}; copy bandwidth "
                     f"{meta['copy_gbps']:.0f} GB/s; cudnn.benchmark={meta.get('cudnn_benchmark')}")
         head.append("")
+    rerun = rerun_line(args.step)
     sections.append((9, head + ["```"] + _step_lines(args.step, args.budget, args.elapsed)
-                     + ["```", ""]))
+                     + ["```"] + ([f"Skipped for lack of time; to run them: `{rerun}`"]
+                                  if rerun else []) + [""]))
     for entry in args.excerpt:
         name, _, path = entry.partition("=")
         sections.append((8, [f"## {name}: last lines (full output in log.txt)", "```"]

@@ -94,6 +94,19 @@ def test_a_step_whose_cap_does_not_fit_is_skipped_and_reported(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "summary.md"]
 
 
+@pytest.mark.parametrize("states, rerun", [
+    ({"tests": "ok", "check": "ok", "extras": "ok", "triton": "ok", "bench_dw": "SKIP",
+      "bench_sep": "SKIP"}, "bash bench/gpu_check.sh --no-tests --no-extras"),
+    ({"tests": "FAIL(1)", "check": "ok", "extras": "SKIP", "triton": "SKIP"},
+     "bash bench/gpu_check.sh"),
+    ({"tests": "ok", "check": "ok", "extras": "ok", "triton": "ok", "bench_dw": "ok",
+      "bench_sep": "ok"}, None),
+])
+def test_summary_proposes_the_rerun_of_skipped_steps(states, rerun):
+    steps = [f"{name}={state}:1:2:3" for name, state in states.items()]
+    assert gpu_summary.rerun_line(steps) == rerun
+
+
 def test_no_budget_runs_nothing_but_still_summarises(tmp_path):
     out = tmp_path / "out"
     proc = run_script(out, "--dry-run", "--sanitize", GPU_CHECK_BUDGET_S="1")
