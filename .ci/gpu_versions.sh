@@ -10,11 +10,18 @@
 #     `python -m fastdw check`, the benchmarks and bench/gpu_extras.py, small, on the CPU;
 #   - the run's files and summary as the device tool returns them (at most 8 files);
 # and then the dry-run tests. Any failure, compile errors included, fails CI.
-#   PYTHON312=/path/to/python3.12 (default: python3.12 on PATH, else pyenv's 3.12.1)
+#   PYTHON312=/path/to/python3.12 (default: python3.12 on PATH if it runs, else pyenv's 3.12.1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MAX_JOBS="${MAX_JOBS:-2}"
-PY312=${PYTHON312:-$(command -v python3.12 || echo /root/.pyenv/versions/3.12.1/bin/python3.12)}
+# The first that runs (a pyenv shim named python3.12 may be on PATH and refuse to run).
+PY312=""
+for candidate in ${PYTHON312:-} python3.12 /root/.pyenv/versions/3.12.1/bin/python3.12; do
+  if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+    PY312=$candidate; break
+  fi
+done
+[[ -n $PY312 ]] || { echo "gpu_versions: no working Python 3.12 (set PYTHON312)"; exit 1; }
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export TRITON_CACHE_DIR="$WORK/triton_cache"   # every variant compiled here, none reused
