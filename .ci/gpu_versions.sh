@@ -7,7 +7,8 @@
 #   - every Triton variant that the GPU tests and the separable benchmark launch, compiled for
 #     sm_90 by triton 3.6.0 (python -m fastdw.triton.variants; Triton's own compiler and ptxas);
 #   - the GPU test files on the CPU with the Triton kernels interpreted (test_cuda skips),
-#     `python -m fastdw check`, the benchmarks and bench/gpu_extras.py, small, on the CPU;
+#     `python -m fastdw check`, bench/gpu_extras.py small, and token benchmarks (one suite,
+#     forward only), on the CPU;
 #   - the run's files and summary as the device tool returns them (at most 8 files);
 # and then the dry-run tests. Any failure, compile errors included, fails CI.
 #   PYTHON312=/path/to/python3.12 (default: python3.12 on PATH if it runs, else pyenv's 3.12.1)

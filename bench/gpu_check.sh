@@ -21,7 +21,9 @@
 #                     CPU on CI's Xeon (2026-11-30). The warm machine keeps build/: a rerun's
 #                     build is incremental (seconds)
 #   import        30  fastdw imports and has its CUDA kernels
-#   tests        150  pytest -x over GPU_TESTS (default test_cuda, test_separable, test_nn) in
+#   tests        150  pytest -x over GPU_TESTS (default test_cuda, test_separable, test_nn, and
+#                     test_export_fused (the fused op exported, on the GPU) if onnx, onnxscript
+#                     and onnxruntime import, test_export_aoti (torch 2.11's AOTInductor)) in
 #                     MAX_JOBS processes (pytest-xdist): each new shape the fused kernels get
 #                     makes Triton compile all 5-6 autotune configs (1-3 s of CPU each), so the
 #                     compiles need every core
@@ -52,7 +54,8 @@
 #              the GPU benchmark's variants: their covering set (GPU_CHECK_TRITON_EACH=cover;
 #              combination compiles every constexpr combination with every config)
 #   check      on the CPU, Triton kernels interpreted
-#   bench_*    on the CPU: --quick, batch 1, fp32, NCHW
+#   bench_*    token runs on the CPU: --quick, batch 1, fp32, NCHW, forward only, bench_dw
+#              on mobilenetv2 only (the triton step still compiles the GPU benchmark's variants)
 #   extras     on the CPU: a small tensor, MobileNetV2 at batch 2 and 32x32
 #   sanitize   the same tests without compute-sanitizer
 #
@@ -93,6 +96,9 @@ KILL_AFTER_S=5         # a step ignoring SIGTERM at its cap is killed this much 
 # What the GPU benchmarks run (the triton step compiles for these in both modes).
 GPU_BENCH=(--dtype fp32 bf16 fp16 --layout nchw channels_last --batch 32)
 SEP_SUITE=(--suite separable --pass fwd fwd+bwd)
+DW_SUITES=(--suite mobilenetv2 efficientnet_b0 convnext_t replknet31
+           --pass fwd bwd_input bwd_weight)
+GPU_TEST_FILES=(tests/test_cuda.py tests/test_separable.py tests/test_nn.py) TESTS_NOTE=""
 # Everything that differs between a GPU run and a dry run is here.
 if ((DRY)); then
   MODE=dry-run SCALE=${GPU_CHECK_CAP_SCALE:-5} BUILD=${GPU_CHECK_BUILD:-cpu}
@@ -102,6 +108,8 @@ if ((DRY)); then
   # 1-3 s of CPU per variant: the covering set (see fastdw/triton/variants.py) fits CI
   TRITON_EACH=${GPU_CHECK_TRITON_EACH:-cover}
   BENCH_ARGS=(--device cpu --quick --batch 1 --dtype fp32 --layout nchw --min-time 0.005)
+  # Token benchmarks: the steps' code and files, not the numbers (CI's time is short).
+  DW_RUN=(--suite mobilenetv2 --pass fwd) SEP_RUN=(--suite separable --pass fwd)
   EXTRAS_ARGS=(--device cpu --shape 2 8 33 31 --rep-ms 5 --e2e-batch 2 --e2e-resolution 32
                --e2e-time 0.05)
 else
@@ -116,6 +124,15 @@ else
   if ((QUICK)); then BENCH_ARGS=(--device cuda "${GPU_BENCH[@]}" --quick)
   else BENCH_ARGS=(--device cuda "${GPU_BENCH[@]}" --rep-ms 20 --warmup-ms 5); fi
   EXTRAS_ARGS=(--device cuda)
+  DW_RUN=("${DW_SUITES[@]}") SEP_RUN=("${SEP_SUITE[@]}")
+  # The export tests on the GPU: the fused Triton op through ONNX and torch.export; AOTInductor
+  # on torch 2.11. Not in the dry run: CI's main suite runs them on the CPU.
+  GPU_TEST_FILES+=(tests/test_export_aoti.py)
+  if "$PY" -c "import onnx, onnxscript, onnxruntime" 2>/dev/null; then
+    GPU_TEST_FILES+=(tests/test_export_fused.py)
+  else
+    TESTS_NOTE="tests/test_export_fused.py left out: onnx/onnxscript/onnxruntime missing"
+  fi
 fi
 # The enabled steps, in order (build failures leave the rest "not run").
 LATER=()
@@ -247,9 +264,10 @@ else
   if ((TESTS)); then
     if [[ -z "${GPU_TESTS:-}" ]]; then
       GPU_TESTS=""
-      for f in tests/test_cuda.py tests/test_separable.py tests/test_nn.py; do
+      for f in "${GPU_TEST_FILES[@]}"; do
         [[ -f $f ]] && GPU_TESTS="$GPU_TESTS $f"
       done
+      [[ -n $TESTS_NOTE ]] && say "$TESTS_NOTE"
     fi
     CALLS+=("$WORK/calls_tests.json")
     # shellcheck disable=SC2086
@@ -290,10 +308,9 @@ else
   # ---- benchmarks --------------------------------------------------------------------------
   if ((BENCH)); then
     COMMON=(-m fastdw bench "${BENCH_ARGS[@]}" --table summary --no-progress)
-    step bench_dw "$LOG" "$PY" "${COMMON[@]}" \
-      --suite mobilenetv2 efficientnet_b0 convnext_t replknet31 \
-      --pass fwd bwd_input bwd_weight --json "$OUT/bench_dw.json" --plot "$OUT/bench_dw.png"
-    step bench_sep "$LOG" "$PY" "${COMMON[@]}" "${SEP_SUITE[@]}" --json "$OUT/bench_sep.json"
+    step bench_dw "$LOG" "$PY" "${COMMON[@]}" "${DW_RUN[@]}" --json "$OUT/bench_dw.json" \
+      --plot "$OUT/bench_dw.png"
+    step bench_sep "$LOG" "$PY" "${COMMON[@]}" "${SEP_RUN[@]}" --json "$OUT/bench_sep.json"
   fi
 fi
 
