@@ -51,8 +51,9 @@
 #   tests      the same files in one process (so the fused ops' calls are recorded for triton),
 #              Triton kernels interpreted (TRITON_INTERPRET=1); test_cuda skips itself
 #   triton     compiles for sm_90 with no GPU (Triton's own compiler and ptxas) the tests' and
-#              the GPU benchmark's variants: their covering set (GPU_CHECK_TRITON_EACH=cover;
-#              combination compiles every constexpr combination with every config)
+#              the GPU benchmark's variants: every autotune config and every value at least
+#              once (GPU_CHECK_TRITON_EACH=value; cover pairs them, combination compiles every
+#              constexpr combination with every config)
 #   check      on the CPU, Triton kernels interpreted
 #   bench_*    token runs on the CPU: --quick, batch 1, fp32, NCHW, forward only, bench_dw
 #              on mobilenetv2 only (the triton step still compiles the GPU benchmark's variants)
@@ -105,8 +106,10 @@ if ((DRY)); then
   DEVICE_ENV=(env TRITON_INTERPRET=1)   # the CPU stands in for the GPU, Triton interpreted
   SANITIZER=()
   TEST_ARGS=()            # one process: the recorder sees the tests' calls of the fused ops
-  # 1-3 s of CPU per variant: the covering set (see fastdw/triton/variants.py) fits CI
-  TRITON_EACH=${GPU_CHECK_TRITON_EACH:-cover}
+  # Each variant takes seconds to tens of seconds of CPU: the pairwise covering set (~190 for
+  # the tests and the benchmark) does not fit CI, the one-wise one (~24) does (see
+  # fastdw/triton/variants.py)
+  TRITON_EACH=${GPU_CHECK_TRITON_EACH:-value}
   BENCH_ARGS=(--device cpu --quick --batch 1 --dtype fp32 --layout nchw --min-time 0.005)
   # Token benchmarks: the steps' code and files, not the numbers (CI's time is short).
   DW_RUN=(--suite mobilenetv2 --pass fwd) SEP_RUN=(--suite separable --pass fwd)

@@ -117,7 +117,8 @@ def _triton_lines(report: Dict) -> List[str]:
         per.setdefault(r["kernel"], []).append(r)
     out = [f"{report['calls']} calls of the fused ops -> {report['launches']} launches -> "
            f"{report['specializations']} variants a GPU compiles, {report['combinations']} "
-           f"constexpr combinations x configs, {report['cover']} in their covering set",
+           f"constexpr combinations x configs, {report['cover']} in their pairwise covering "
+           f"set, {report.get('value', '-')} in the one-wise one",
            f"compiled for sm_{report['arch']} ({report['each']}): {len(rows)}, {len(failed)} "
            f"failed, {len(unusable)} unusable (the autotuner skips them), {report['seconds']} s "
            f"wall, {sum(r['seconds'] for r in rows):.0f} s of compiling"]

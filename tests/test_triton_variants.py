@@ -103,7 +103,8 @@ def test_compile_fails_on_a_bad_call(tmp_path):
 
 def test_covering_set_covers(suite_calls):
     """The covering set holds every combination (less its config) and pairs every config of
-    each kernel with every value that kernel is launched with."""
+    each kernel with every value that kernel is launched with; the one-wise set holds every
+    config and every value."""
     check = f"""
 import json
 from fastdw.triton import variants as v
@@ -116,7 +117,13 @@ def pairs(vs):
 assert pairs(cover) == pairs(every)
 assert {{x.combination(False) for x in cover}} == {{x.combination(False) for x in every}}
 assert len(cover) <= len(v.one_per_combination(every)) <= len(every)
-print("covered", len(cover), "of", len(every))
+def singles(vs):
+    return {{(x.kernel, c) for x in vs for c, _ in [x.config_and_values()]}} | {{
+        (x.kernel, k, val) for x in vs for val_map in [x.config_and_values()[1]]
+        for k, val in val_map.items()}}
+values = v.each_value(every)
+assert singles(values) == singles(every) and len(values) <= len(cover)
+print("covered", len(cover), "of", len(every), "; one-wise", len(values))
 """
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("TRITON_INTERPRET", None)

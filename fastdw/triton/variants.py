@@ -24,7 +24,8 @@ cache, so the launches of these variants that follow load them instead of compil
 Each variant takes 1-3 s of CPU to compile. The default, ``--each specialization``, compiles
 every variant a GPU would; ``combination`` one per constexpr combination and autotune config
 (Variant.combination); ``cover`` a subset that still compiles every combination once and every
-config with every value (``covering``), which is what CI affords.
+config with every value (``covering``); ``value`` every config and every value at least once
+(``each_value``), which is what CI affords.
 """
 from __future__ import annotations
 
@@ -337,6 +338,25 @@ def covering(variants: Sequence[Variant]) -> List[Variant]:
     return [variants[i] for i in sorted(chosen)]
 
 
+def each_value(variants: Sequence[Variant]) -> List[Variant]:
+    """A subset of ``variants`` in which every autotune config of each kernel, and every value
+    of every argument type and constexpr (Triton's specialisations included) each kernel was
+    launched with, is compiled at least once: one-wise coverage, picked greedily. Smaller than
+    ``covering`` (which pairs them); what CI's 2-core budget affords."""
+    variants = list(variants)
+    items = []
+    for v in variants:
+        config, values = v.config_and_values()
+        items.append({(v.kernel, "config", config)}
+                     | {(v.kernel, k, x) for k, x in values.items()})
+    uncovered, chosen = set().union(*items), []
+    while uncovered:
+        best = max(range(len(variants)), key=lambda i: len(items[i] & uncovered))
+        chosen.append(best)
+        uncovered -= items[best]
+    return [variants[i] for i in sorted(chosen)]
+
+
 def _compile(variant: Variant) -> Dict:
     """Compiles one variant for the active target; a dict for the report."""
     t0 = time.perf_counter()
@@ -461,11 +481,12 @@ def main(argv=None) -> int:
     p.add_argument("calls", nargs="*", help="files written by record or suites")
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (default 90)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
-    p.add_argument("--each", choices=["specialization", "combination", "cover"],
+    p.add_argument("--each", choices=["specialization", "combination", "cover", "value"],
                    default="specialization",
                    help="compile every variant a GPU would (default; on a GPU this fills "
-                        "Triton's cache), one per constexpr combination and config, or the "
-                        "covering subset of those (see covering())")
+                        "Triton's cache), one per constexpr combination and config, the "
+                        "pairwise covering subset of those (covering()), or the one-wise one "
+                        "(each_value())")
     p.add_argument("--json", help="write every variant's result here")
     p.add_argument("--bench", nargs=argparse.REMAINDER, default=None, metavar="BENCH_ARGS",
                    help="last: also the calls of `suites` with these `fastdw bench` options")
@@ -482,11 +503,12 @@ def main(argv=None) -> int:
         variants = variants_for(launches)
         combinations = one_per_combination(variants)
         cover = covering(variants)
+        values = each_value(variants)
         todo = {"specialization": variants, "combination": combinations,
-                "cover": cover}[args.each]
+                "cover": cover, "value": values}[args.each]
         counts = {"calls": len(calls), "launches": len(launches),
                   "specializations": len(variants), "combinations": len(combinations),
-                  "cover": len(cover)}
+                  "cover": len(cover), "value": len(values)}
         print("variants compile: " + ", ".join(f"{v} {k}" for k, v in counts.items())
               + f"; compiling {len(todo)} for sm_{args.arch}, {args.jobs} at a time",
               file=sys.stderr, flush=True)
