@@ -4,8 +4,10 @@
 # makes a throwaway venv with the same Python, torch and triton (nothing cached), then runs
 # `bench/gpu_check.sh --dry-run` in it with GPU_CHECK_BUILD=cuda, that is:
 #   - the GPU machine's build, by the same command: sm_90 only, FASTDW_CUDA=1, CPU kernels too;
-#   - every Triton variant that the GPU tests and the separable benchmark launch, compiled for
-#     sm_90 by triton 3.6.0 (python -m fastdw.triton.variants; Triton's own compiler and ptxas);
+#   - the Triton variants that the GPU tests and the separable benchmark launch, compiled for
+#     sm_90 by triton 3.6.0 (python -m fastdw.triton.variants; Triton's own compiler and ptxas):
+#     every autotune config and every pointer dtype, constexpr and specialisation value at least
+#     once (--each value; the ~190-variant pairwise set and the ~1,090 a GPU compiles do not fit);
 #   - the GPU test files on the CPU with the Triton kernels interpreted (test_cuda skips),
 #     `python -m fastdw check`, bench/gpu_extras.py small, and token benchmarks (one suite,
 #     forward only), on the CPU;
