@@ -1,6 +1,8 @@
 """GPU checks that are not rows of a shape suite, for bench/gpu_check.sh.
 
     python bench/gpu_extras.py --json $OUT/extras.json [--skip-big] [--skip-e2e]
+    python bench/gpu_extras.py --json x.json --device cpu --shape 2 8 33 31 --e2e-batch 2 \
+        --e2e-resolution 64 --e2e-time 0.05      # the same checks, small, on the CPU (CI)
 
 * big: a depthwise forward over more than 2^31 input elements ([50, 96, 720, 1280], k2 s2,
   NCHW then channels_last): fastdw against the float64 reference on whole samples at both
@@ -84,7 +86,7 @@ def big_check(shape, device: torch.device, rep_ms: float) -> dict:
     return out
 
 
-def e2e(min_run_time: float) -> dict:
+def e2e(device: torch.device, min_run_time: float, batch=None, resolution: int = 224) -> dict:
     try:
         from fastdw.models import run_e2e
     except ImportError as e:
@@ -94,8 +96,8 @@ def e2e(min_run_time: float) -> dict:
     for dtype, channels_last, modes in ((torch.float32, False, ("inference", "train")),
                                         (torch.float16, True, ("inference",))):
         try:
-            rows += run_e2e("cuda", dtype=dtype, channels_last=channels_last, modes=modes,
-                            min_run_time=min_run_time)
+            rows += run_e2e(device, batch=batch, resolution=resolution, dtype=dtype,
+                            channels_last=channels_last, modes=modes, min_run_time=min_run_time)
         except Exception as e:  # noqa: BLE001 - reported
             errors.append(f"{dtype} channels_last={channels_last}: {type(e).__name__}: {e}")
     return {"status": "FAIL" if errors else "PASS", "rows": rows, "errors": errors}
@@ -110,6 +112,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda", help="cuda (default); cpu for a smoke test")
     p.add_argument("--shape", type=int, nargs=4, default=BIG, metavar=("N", "C", "H", "W"),
                    help=f"input of the big check (default {BIG})")
+    p.add_argument("--e2e-batch", type=int, default=None,
+                   help="MobileNetV2 batch (default run_e2e's: 64 on GPU, 8 on CPU)")
+    p.add_argument("--e2e-resolution", type=int, default=224)
+    p.add_argument("--e2e-time", type=float, default=0.5, metavar="S",
+                   help="minimum timed seconds per MobileNetV2 measurement")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -118,7 +125,8 @@ def main(argv=None) -> int:
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "torch": torch.__version__}
     parts = [("big", lambda: big_check(tuple(args.shape), device, args.rep_ms), args.skip_big),
-             ("e2e", lambda: e2e(0.5), args.skip_e2e)]
+             ("e2e", lambda: e2e(device, args.e2e_time, args.e2e_batch, args.e2e_resolution),
+              args.skip_e2e)]
     failed = False
     for name, fn, skip in parts:
         if skip:

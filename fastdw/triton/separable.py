@@ -35,6 +35,7 @@ CPU tensors, and use a single small block config; the ops are then plain ``custo
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Optional, Sequence, Tuple
 
@@ -450,12 +451,27 @@ _SCHEMAS = {
 }
 
 
+# Called as observer(op name, args) before each call of the interpreted ops, real or fake:
+# fastdw.triton.variants records through this which calls tests and tools make, to compile the
+# kernels they need for a GPU that is not there. Unused on GPU (the ops are triton_ops there).
+CALL_OBSERVERS = []
+
+
+def _observed(name, fn):
+    @functools.wraps(fn)
+    def call(*args):
+        for observer in CALL_OBSERVERS:
+            observer(name, args)
+        return fn(*args)
+    return call
+
+
 def _register(key, impl, fake):
     name, schema = _SCHEMAS[key]
     if not _INTERPRETING:
         return triton_op(name, mutates_args=(), schema=schema)(impl)
-    op = torch.library.custom_op(name, mutates_args=(), schema=schema)(impl)
-    op.register_fake(fake)
+    op = torch.library.custom_op(name, mutates_args=(), schema=schema)(_observed(name, impl))
+    op.register_fake(_observed(name, fake))
     return op
 
 
