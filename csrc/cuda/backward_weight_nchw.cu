@@ -235,11 +235,9 @@ bool launch_variant(const scalar_t* grad, const scalar_t* input, const Depthwise
     const int splits = splits_for(p.out_channels, steps, 4);
     partial = at::empty({splits * p.out_channels * (taps + 1)}, acc_opts);
     const int threads = round_up(plan.threads, 32);
-    auto kernel = wgrad_nchw_reg_kernel<scalar_t, K, S>;
-    allow_smem(kernel, plan.smem);
-    kernel<<<dim3(static_cast<unsigned>(p.out_channels), splits), threads, plan.smem, stream>>>(
-        grad, input, partial.mutable_data_ptr<acc_t>(), plan.a, steps, splits);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel<wgrad_nchw_reg_kernel<scalar_t, K, S>>(
+        dim3(static_cast<unsigned>(p.out_channels), splits), threads, plan.smem, stream, grad,
+        input, partial.mutable_data_ptr<acc_t>(), plan.a, steps, splits);
     splits_out = splits;
   } else {
     TilePlan plan;
@@ -254,13 +252,10 @@ bool launch_variant(const scalar_t* grad, const scalar_t* input, const Depthwise
     const int64_t steps = plan.blocks;
     const int splits = splits_for(grid_x, steps, 2);
     partial = at::empty({splits * p.out_channels * (taps + 1)}, acc_opts);
-    auto kernel = wgrad_nchw_taps_kernel<scalar_t, S>;
-    allow_smem(kernel, plan.smem);
-    kernel<<<dim3(static_cast<unsigned>(grid_x), splits), run_block * groups, plan.smem,
-             stream>>>(grad, input, partial.mutable_data_ptr<acc_t>(), plan.a, steps, splits,
-                       run_block, runs_per_row, run_groups,
-                       FastDiv(plan.a.ty * plan.a.tx), FastDiv(plan.a.tx));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel<wgrad_nchw_taps_kernel<scalar_t, S>>(
+        dim3(static_cast<unsigned>(grid_x), splits), run_block * groups, plan.smem, stream, grad,
+        input, partial.mutable_data_ptr<acc_t>(), plan.a, steps, splits, run_block,
+        runs_per_row, run_groups, FastDiv(plan.a.ty * plan.a.tx), FastDiv(plan.a.tx));
     splits_out = splits;
   }
   return true;

@@ -186,15 +186,14 @@ bool launch_variant(const at::Tensor& g, const at::Tensor& x, const DepthwisePar
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
     const dim3 grid(static_cast<unsigned>(grid_x), a.splits), block(cl, sy);
     if (vec) {
-      wgrad_nhwc_reg_kernel<scalar_t, K, S, VCV><<<grid, block, smem, stream>>>(
-          g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+      launch_kernel<wgrad_nhwc_reg_kernel<scalar_t, K, S, VCV>>(
+          grid, block, smem, stream, g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
           partial.mutable_data_ptr<acc_t>(), a);
     } else {
-      wgrad_nhwc_reg_kernel<scalar_t, K, S, 1><<<grid, block, smem, stream>>>(
-          g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+      launch_kernel<wgrad_nhwc_reg_kernel<scalar_t, K, S, 1>>(
+          grid, block, smem, stream, g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
           partial.mutable_data_ptr<acc_t>(), a);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
     splits_out = a.splits;
   } else {
     if (!small_index || !fits_int32(p.batch * p.out_h * cdiv(p.out_w, kTapV))) return false;

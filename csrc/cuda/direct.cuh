@@ -103,9 +103,9 @@ void launch_direct(const at::Tensor& src, const scalar_t* weight, const scalar_t
   a.dil_w = p.dilation_w;
   a.channels_last = p.channels_last;
   const int64_t blocks = std::min<int64_t>(cdiv(a.numel, kMaxThreads), 65536 * 8);
-  direct_kernel<scalar_t, BWD><<<static_cast<unsigned>(blocks), kMaxThreads, 0, stream>>>(
-      src.const_data_ptr<scalar_t>(), weight, bias, dst.mutable_data_ptr<scalar_t>(), a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel<direct_kernel<scalar_t, BWD>>(static_cast<unsigned>(blocks), kMaxThreads, 0,
+                                              stream, src.const_data_ptr<scalar_t>(), weight,
+                                              bias, dst.mutable_data_ptr<scalar_t>(), a);
 }
 
 }  // namespace cuda

@@ -441,11 +441,9 @@ bool launch_nchw_tiled(const scalar_t* src, const scalar_t* weight, const scalar
       return;
     }
     if (plan.blocks > std::numeric_limits<int32_t>::max()) return;
-    auto kernel = nchw_tiled_kernel<scalar_t, K, S, BWD>;
-    allow_smem(kernel, plan.smem);
-    kernel<<<static_cast<unsigned>(plan.blocks), plan.threads, plan.smem, stream>>>(
-        src, weight, bias, dst, plan.a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel<nchw_tiled_kernel<scalar_t, K, S, BWD>>(static_cast<unsigned>(plan.blocks),
+                                                          plan.threads, plan.smem, stream, src,
+                                                          weight, bias, dst, plan.a);
     launched = true;
   });
   return launched;

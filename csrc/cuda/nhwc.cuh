@@ -350,15 +350,12 @@ bool launch_nhwc_variant(const scalar_t* src, const scalar_t* weight, const scal
   if (grid_x > std::numeric_limits<int32_t>::max() || grid_y > 65535) return false;
   const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y));
   const dim3 block(cl, sy);
-  auto launch = [&](auto kernel) {
-    allow_smem(kernel, smem);
-    kernel<<<grid, block, smem, stream>>>(src, weight, bias, dst, a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  };
   if (vec) {
-    launch(nhwc_kernel<scalar_t, K, S, VEC, BWD>);
+    launch_kernel<nhwc_kernel<scalar_t, K, S, VEC, BWD>>(grid, block, smem, stream, src, weight,
+                                                         bias, dst, a);
   } else {
-    launch(nhwc_kernel<scalar_t, K, S, 1, BWD>);
+    launch_kernel<nhwc_kernel<scalar_t, K, S, 1, BWD>>(grid, block, smem, stream, src, weight,
+                                                       bias, dst, a);
   }
   return true;
 }

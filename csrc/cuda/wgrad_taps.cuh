@@ -162,11 +162,10 @@ void launch_wgrad_taps(const at::Tensor& g, const at::Tensor& x, const Depthwise
   partial = at::empty({a.splits * p.out_channels * (p.kernel_h * p.kernel_w + 1)},
                       x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  wgrad_taps_kernel<scalar_t, S, index_t>
-      <<<dim3(static_cast<unsigned>(grid_x), a.splits), dim3(lanes, run_block), 0, stream>>>(
-          g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-          partial.mutable_data_ptr<acc_t>(), a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel<wgrad_taps_kernel<scalar_t, S, index_t>>(
+      dim3(static_cast<unsigned>(grid_x), a.splits), dim3(lanes, run_block), 0, stream,
+      g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+      partial.mutable_data_ptr<acc_t>(), a);
   splits_out = a.splits;
 }
 
