@@ -219,8 +219,7 @@ int splits_for(int64_t blocks_per_split, int64_t steps, int64_t min_steps) {
 
 template <typename scalar_t, int K, int S>
 bool launch_variant(const scalar_t* grad, const scalar_t* input, const DepthwiseParams& p,
-                    at::Tensor& partial, int64_t& splits_out, const at::TensorOptions& acc_opts,
-                    bool grad_aligned) {
+                    at::Tensor& partial, int64_t& splits_out, const at::TensorOptions& acc_opts) {
   using acc_t = at::opmath_type<scalar_t>;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int64_t taps = p.kernel_h * p.kernel_w;
@@ -230,7 +229,10 @@ bool launch_variant(const scalar_t* grad, const scalar_t* input, const Depthwise
   if constexpr (K > 0) {
     TilePlan plan;
     if (!plan_tiles<scalar_t, K, S, false>(p, TileUse::kWeightRegisters, plan)) return false;
-    plan.a.vec_store = plan.a.vec_store && grad_aligned;
+    // grad_output rows are read as Pack<scalar_t, V>, aligned to its whole size (32 bytes for
+    // double), not just 16.
+    plan.a.vec_store = plan.a.vec_store &&
+                       is_aligned(grad, tile_v<scalar_t, K, S>() * sizeof(scalar_t));
     const int64_t steps = plan.blocks;  // tiles per channel
     const int splits = splits_for(p.out_channels, steps, 4);
     partial = at::empty({splits * p.out_channels * (taps + 1)}, acc_opts);
@@ -271,11 +273,10 @@ bool backward_weight_partials_nchw(const at::Tensor& g, const at::Tensor& x,
                                   "fastdw_depthwise_backward_weight_nchw_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-    const bool grad_aligned = is_aligned(g.const_data_ptr(), 16);
     FASTDW_KERNEL_SWITCH(choose_kernel(p), K, S, [&] {
       launched = launch_variant<scalar_t, K, S>(g.const_data_ptr<scalar_t>(),
                                                 x.const_data_ptr<scalar_t>(), p, partial,
-                                                splits, acc_opts, grad_aligned);
+                                                splits, acc_opts);
     });
   });
   return launched;
