@@ -18,6 +18,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -91,6 +92,15 @@ inline void kernel_switch(KernelChoice c, F&& f) {
 __host__ __device__ constexpr int round_up(int a, int b) { return (a + b - 1) / b * b; }
 __host__ __device__ constexpr int cmin(int a, int b) { return a < b ? a : b; }
 __host__ __device__ constexpr int cmax(int a, int b) { return a > b ? a : b; }
+
+template <typename T>
+__device__ __forceinline__ bool is_finite(T v) {
+#ifdef __CUDA_ARCH__
+  return isfinite(v);
+#else
+  return std::isfinite(v);
+#endif
+}
 
 __device__ __forceinline__ int floor_div_dev(int a, int b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
