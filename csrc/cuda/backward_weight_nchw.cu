@@ -77,6 +77,9 @@ wgrad_nchw_reg_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restr
     constexpr int WINP = round_up((V - 1) * S + K, VA);
     constexpr int AL = (V * S) % VA == 0 ? VA : 1;
     const acc_t* base = tile + (pz * a.rows + tyi * S) * a.pitch + txi * V * S;
+    // Outputs past the row's end do not exist: their zero grad_output must not multiply the
+    // input (0 * Inf would be NaN where F.conv2d has a value).
+    const int outputs = a.dst_w - ow;
 #pragma unroll
     for (int r = 0; r < K; ++r) {
       acc_t win[WINP];
@@ -84,7 +87,9 @@ wgrad_nchw_reg_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restr
 #pragma unroll
       for (int kw = 0; kw < K; ++kw) {
 #pragma unroll
-        for (int v = 0; v < V; ++v) acc[r * K + kw] += g[v] * win[v * S + kw];
+        for (int v = 0; v < V; ++v) {
+          if (v < outputs) acc[r * K + kw] += g[v] * win[v * S + kw];
+        }
       }
     }
   }
@@ -160,6 +165,9 @@ wgrad_nchw_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
       div_tx.divmod(rr, row, chunk);
       acc_t g[V];
       load_smem<V, VA>(gt + (pz * a.ty + row) * a.gpitch + chunk * V, g);
+      // Outputs outside the plane do not exist: their zero grad_output must not multiply the
+      // input (0 * Inf would be NaN where F.conv2d has a value).
+      const int outputs = d_r0 + row < a.dst_h ? a.dst_w - (d_c0 + chunk * V) : 0;
       if (run_g == 0) {
 #pragma unroll
         for (int v = 0; v < V; ++v) acc[kChunk] += g[v];
@@ -171,7 +179,9 @@ wgrad_nchw_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) {
 #pragma unroll
-          for (int v = 0; v < V; ++v) acc[j] += g[v] * win[v + j];
+          for (int v = 0; v < V; ++v) {
+            if (v < outputs) acc[j] += g[v] * win[v + j];
+          }
         }
       } else {
         const acc_t* base = tile + (pz * a.rows + row * a.stride_h + kh * a.dil_h) * a.pitch +
@@ -181,7 +191,9 @@ wgrad_nchw_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
           if (kw0 + j >= a.kw) break;
           const acc_t* q = base + j * a.dil_w;
 #pragma unroll
-          for (int v = 0; v < V; ++v) acc[j] += g[v] * q[v * a.stride_w];
+          for (int v = 0; v < V; ++v) {
+            if (v < outputs) acc[j] += g[v] * q[v * a.stride_w];
+          }
         }
       }
     }
