@@ -13,6 +13,7 @@ import zlib
 
 import torch
 import torch.nn.functional as F
+from torch._prims_common import suggest_memory_format
 
 from tests.configs import Conv, assert_close_to_reference, assert_gradients_close
 
@@ -90,20 +91,33 @@ def conv_args(cfg: Conv):
     return [list(cfg.stride), list(cfg.padding), list(cfg.dilation)]
 
 
-def check_conv(sim, cfg: Conv, dtype, layout):
+def offset_view(t: torch.Tensor, offset: int) -> torch.Tensor:
+    """t's values and strides in a storage that starts `offset` elements before them: the data
+    pointer is aligned to the element size only (for an odd offset)."""
+    storage = torch.empty(t.untyped_storage().nbytes() // t.element_size() + offset,
+                          dtype=t.dtype)
+    return storage.as_strided(t.shape, t.stride(), offset).copy_(t)
+
+
+def check_conv(sim, cfg: Conv, dtype, layout, offset: int = 0):
     """Forward (+bias), backward-input and backward-weight (+bias) of one config through the
-    simulated CUDA ops against the float64 reference."""
-    what = f"{cfg} {layout} {dtype}"
+    simulated CUDA ops against the float64 reference; input and grad_output start `offset`
+    elements into their storage."""
+    what = f"{cfg} {layout} {dtype}" + (f" offset {offset}" if offset else "")
     memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     x, w, b = make_inputs(cfg, dtype, layout)
     ref, _, _, _ = reference(cfg, x, w, b, None)
     g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     g = g.to(dtype).contiguous(memory_format=memory_format)
     ref, ref_gx, ref_gw, ref_gb = reference(cfg, x, w, b, g)
+    if offset:
+        x, g = offset_view(x, offset), offset_view(g, offset)
     args = conv_args(cfg)
 
     out = run_checked(sim, f"{what} forward", lambda: ops().depthwise_conv2d(x, w, b, *args))
-    assert out.is_contiguous(memory_format=memory_format), f"{what}: output layout"
+    # The raw op's output is dense in the input's suggested memory format (a channels_last
+    # tensor with one channel is NCHW-contiguous too).
+    assert out.is_contiguous(memory_format=suggest_memory_format(x)), f"{what}: output layout"
     assert_close_to_reference(out, ref, dtype, f"{what} forward")
     gx = run_checked(sim, f"{what} backward_input",
                      lambda: ops().depthwise_conv2d_backward_input(g, w, list(x.shape), *args))

@@ -5,6 +5,7 @@ the two-pass weight gradient, in every dtype and both layouts. The last test che
 kernel instantiation the host code can launch did run."""
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from tests.configs import CONFIGS, Conv
 from tests.cuda_harness import build
@@ -74,6 +75,42 @@ def test_64bit_fallbacks(sim, cfg, layout, dtype):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("cfg", GEOMETRY_CONFIGS, ids=str)
 def test_tile_geometry(sim, cfg, layout, dtype):
+    check_conv(sim, cfg, dtype, layout)
+
+
+# Pointers aligned to 1, 2 or 3 elements: the host code must not pick a vector path whose
+# loads (Pack<T, N>, alignas(N * sizeof(T))) the pointer does not allow; UBSan reports a
+# misaligned access. Widths that are multiples of every vector width, so only the pointer
+# decides.
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("offset", [1, 2, 3])
+@pytest.mark.parametrize("cfg", [Conv(2, 8, 9, 16), Conv(1, 16, 8, 16, kh=5, kw=5, padding=(2, 2))],
+                         ids=str)
+def test_misaligned_pointers(sim, cfg, layout, dtype, offset):
+    check_conv(sim, cfg, dtype, layout, offset)
+
+
+@st.composite
+def _random_conv(draw):
+    kh, kw = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    if draw(st.booleans()):  # towards the specialised square, equal-stride variants
+        kw, sw, dh, dw = kh, sh, 1, 1
+    ph, pw = draw(st.integers(0, kh + 1)), draw(st.integers(0, kw + 1))
+    h = max(1, dh * (kh - 1) + 1 - 2 * ph) + draw(st.integers(0, 14))
+    w = max(1, dw * (kw - 1) + 1 - 2 * pw) + draw(st.integers(0, 40))
+    c = draw(st.integers(1, 6)) * draw(st.sampled_from([1, 8]))
+    return Conv(n=draw(st.integers(1, 3)), c=c, h=h, w=w, kh=kh, kw=kw,
+                m=draw(st.integers(1, 3)), stride=(sh, sw), padding=(ph, pw),
+                dilation=(dh, dw), bias=draw(st.booleans()))
+
+
+@settings(max_examples=60)
+@given(cfg=_random_conv(), layout=st.sampled_from(LAYOUTS),
+       dtype=st.sampled_from([torch.float64, torch.float32, torch.float16]))
+def test_random_configs(sim, cfg, layout, dtype):
     check_conv(sim, cfg, dtype, layout)
 
 
