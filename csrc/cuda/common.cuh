@@ -306,7 +306,8 @@ inline void launch_kernel(dim3 grid, dim3 block, int64_t smem, cudaStream_t stre
                                         static_cast<int>(smem)));
   }
 #ifdef FASTDW_CUDA_SIM
-  cuda_sim::launch<Kernel>(grid, block, static_cast<size_t>(smem), args...);
+  // Every kernel here is declared __launch_bounds__(kMaxThreads).
+  cuda_sim::launch<Kernel>(kMaxThreads, grid, block, static_cast<size_t>(smem), args...);
 #else
   Kernel<<<grid, block, static_cast<size_t>(smem), stream>>>(args...);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

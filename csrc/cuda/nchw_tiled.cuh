@@ -436,15 +436,18 @@ nchw_tiled_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__
   const int dr = d_r0 + tyi;
   const int dc = d_c0 + txi * V;
   if (!plane_ok || pz >= a.planes || dr < 0 || dr >= a.dst_h) return;
+  scalar_t* out = dst + plane * (static_cast<int64_t>(a.dst_h) * a.dst_w) + dr * a.dst_w;
   if (exact) {
-#pragma unroll
+    // One copy of the loop, not V: this rare path must not cost the fast one registers.
+#pragma unroll 1
     for (int v = 0; v < V; ++v) {
       if (dc + v >= 0 && dc + v < a.dst_w) {
-        acc[v] = direct_value<scalar_t, BWD>(src, weight, bias, a.exact, n, c, dr, dc + v);
+        out[dc + v] = static_cast<scalar_t>(
+            direct_value<scalar_t, BWD>(src, weight, bias, a.exact, n, c, dr, dc + v));
       }
     }
+    return;
   }
-  scalar_t* out = dst + plane * (static_cast<int64_t>(a.dst_h) * a.dst_w) + dr * a.dst_w;
   if (a.vec_store && dc + V <= a.dst_w) {
     store_global<V, true>(out + dc, acc);
   } else {

@@ -71,6 +71,7 @@ def test_read_of_unwritten_shared_memory_is_caught(sim):
     ("shuffle_partial_warp", 48, 0, "past the end of the block's last warp"),
     ("shuffle_after_exit", 64, 0, "lane 7 of warp 0 is not at the warp collective"),
     ("noop", 1025, 0, "invalid block"),
+    ("noop", 257, 0, "at most 256 threads"),  # launch_kernel's __launch_bounds__(kMaxThreads)
     ("noop_empty_grid", 32, 0, "invalid grid"),
     ("noop", 32, 228 * 1024, "CUDA error"),
 ])

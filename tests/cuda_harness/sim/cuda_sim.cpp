@@ -428,8 +428,8 @@ int set_max_dynamic_smem(const void* kernel_id, int bytes) {
   return 0;
 }
 
-void run_grid(KernelRecord& kernel, const void* kernel_id, dim3 grid, dim3 block, size_t smem,
-              void (*body)(void*), void* ctx) {
+void run_grid(KernelRecord& kernel, const void* kernel_id, unsigned max_threads, dim3 grid,
+              dim3 block, size_t smem, void (*body)(void*), void* ctx) {
   Simulator& s = sim();
   TORCH_CHECK(s.running == nullptr, "cuda_sim: ", kernel.name, " launched from a kernel");
   // What the CUDA runtime rejects at launch (cudaErrorInvalidConfiguration and friends).
@@ -438,10 +438,10 @@ void run_grid(KernelRecord& kernel, const void* kernel_id, dim3 grid, dim3 block
                   grid.z >= 1 && grid.z <= 65535,
               "cuda_sim: ", kernel.name, ": invalid grid (", grid.x, ", ", grid.y, ", ", grid.z,
               ")");
-  TORCH_CHECK(threads >= 1 && threads <= 1024 && block.x <= 1024 && block.y <= 1024 &&
-                  block.z <= 64,
+  TORCH_CHECK(threads >= 1 && threads <= std::min(1024u, max_threads) && block.x <= 1024 &&
+                  block.y <= 1024 && block.z <= 64,
               "cuda_sim: ", kernel.name, ": invalid block (", block.x, ", ", block.y, ", ",
-              block.z, ")");
+              block.z, ") for a kernel of at most ", max_threads, " threads");
   auto opt_in = s.max_dynamic_smem.find(kernel_id);
   const size_t smem_limit = opt_in == s.max_dynamic_smem.end()
                                 ? kSharedMemPerBlock

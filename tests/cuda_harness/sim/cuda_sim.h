@@ -173,9 +173,10 @@ struct Registered {
 };
 
 // Runs `body(ctx)` as every thread of every block of the grid (checks the launch configuration
-// as the CUDA runtime would first, and raises on any error the simulator detects).
-void run_grid(KernelRecord& kernel, const void* kernel_id, dim3 grid, dim3 block, size_t smem,
-              void (*body)(void*), void* ctx);
+// as the CUDA runtime would first, with `max_threads` the kernel's __launch_bounds__, and raises
+// on any error the simulator detects).
+void run_grid(KernelRecord& kernel, const void* kernel_id, unsigned max_threads, dim3 grid,
+              dim3 block, size_t smem, void (*body)(void*), void* ctx);
 
 // The largest dynamic shared memory a launch of this kernel may use (cudaFuncSetAttribute).
 int set_max_dynamic_smem(const void* kernel_id, int bytes);
@@ -187,15 +188,16 @@ struct KernelParams<void (*)(P...)> {
   using type = std::tuple<std::decay_t<P>...>;
 };
 
+// Kernel<<<grid, block, smem>>>(args...) for a kernel declared __launch_bounds__(max_threads).
 template <auto Kernel, typename... Args>
-void launch(dim3 grid, dim3 block, size_t smem, Args... args) {
+void launch(unsigned max_threads, dim3 grid, dim3 block, size_t smem, Args... args) {
   // The arguments converted to the kernel's parameter types once, like CUDA's parameter
   // buffer; each thread then receives its own copy.
   using Params = typename KernelParams<decltype(Kernel)>::type;
   Params params(args...);
   auto body = [](void* p) { std::apply(Kernel, *static_cast<Params*>(p)); };
-  run_grid(*Registered<Kernel>::record, reinterpret_cast<const void*>(Kernel), grid, block, smem,
-           body, &params);
+  run_grid(*Registered<Kernel>::record, reinterpret_cast<const void*>(Kernel), max_threads, grid,
+           block, smem, body, &params);
 }
 
 }  // namespace cuda_sim
