@@ -3,11 +3,12 @@ from . import reference
 from .backends import available_backends
 from .ops import depthwise_conv2d
 from .separable import depthwise_separable_conv2d
-from . import models, nn
+from . import export, models, nn
 from .convert import ConversionReport, convert
+from .revert import RevertReport, revert
 from .nn import DepthwiseConv2d, DepthwiseSeparableConv2d
 
 __version__ = "0.1.0"
 __all__ = ["depthwise_conv2d", "depthwise_separable_conv2d", "available_backends", "reference",
            "__version__", "nn", "models", "convert", "ConversionReport", "DepthwiseConv2d",
-           "DepthwiseSeparableConv2d"]
+           "DepthwiseSeparableConv2d", "export", "revert", "RevertReport"]

@@ -50,15 +50,20 @@ class ConversionReport:
                 f"folded {len(self.folded)} BatchNorm, fused {len(self.fused)} separable chains")
 
     def __str__(self) -> str:
-        lines = [self.summary()]
-        for title, entries in (("replaced", self.replaced), ("folded", self.folded),
-                               ("fused", self.fused), ("skipped", self.skipped)):
-            if entries:
-                lines.append(f"{title}:")
-                width = max(len(e.name or "<root>") for e in entries)
-                lines += [f"  {(e.name or '<root>'):<{width}}  {e.module:<20}  {e.detail}"
-                          for e in entries]
-        return "\n".join(lines)
+        return format_report(self.summary(), (("replaced", self.replaced), ("folded", self.folded),
+                                              ("fused", self.fused), ("skipped", self.skipped)))
+
+
+def format_report(summary: str, sections) -> str:
+    """The summary line, then each non-empty ``(title, entries)`` section, one entry a line."""
+    lines = [summary]
+    for title, entries in sections:
+        if entries:
+            lines.append(f"{title}:")
+            width = max(len(e.name or "<root>") for e in entries)
+            lines += [f"  {(e.name or '<root>'):<{width}}  {e.module:<20}  {e.detail}"
+                      for e in entries]
+    return "\n".join(lines)
 
 
 def _join(prefix: str, name: str) -> str:

@@ -1,17 +1,10 @@
 """fastdw.depthwise_separable_conv2d vs the float64 reference: the fused Triton kernels (on GPU, or
 on CPU under the Triton interpreter) and the composed path; forward and every gradient.
 
-Interpreter mode: TRITON_INTERPRET=1 must be set before fastdw.triton creates its kernels. With no
-GPU, this module sets it only while importing fastdw.triton, then restores the environment; each
-Triton test sets it again with monkeypatch (backend selection reads it at call time), so other
-test modules see the environment they were given. If fastdw.triton had already been imported
-without it (compiled kernels, no GPU), the in-process Triton tests skip and
-test_triton_suite_in_subprocess reruns them in a fresh interpreter with TRITON_INTERPRET=1.
+Interpreter mode, with no GPU: see tests/triton_mode.py; test_triton_suite_in_subprocess reruns
+the Triton tests in a fresh interpreter when fastdw.triton was imported without it.
 """
 import dataclasses
-import os
-import subprocess
-import sys
 import zlib
 
 import pytest
@@ -21,18 +14,9 @@ import fastdw
 from fastdw import reference
 from fastdw.separable import backend_for, depthwise_separable_conv2d
 from tests.configs import Conv, assert_close_to_reference
+from tests.triton_mode import HAS_CUDA, import_fused, rerun_in_subprocess
 
-HAS_CUDA = torch.cuda.is_available()
-_saved_env = os.environ.get("TRITON_INTERPRET")
-if not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-try:
-    import fastdw.triton as fused
-finally:
-    if _saved_env is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _saved_env
+fused = import_fused()
 
 LAYOUTS = ["nchw", "channels_last"]
 GRAD_NAMES = ("input", "dw_weight", "dw_bias", "pw_weight", "pw_bias")
@@ -270,13 +254,7 @@ def test_torch_compile_fullgraph(triton_device):
 @pytest.mark.skipif(HAS_CUDA or fused.INTERPRETED,
                     reason="the Triton tests ran in this process")
 def test_triton_suite_in_subprocess():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__),
-         "-k", "not in_subprocess"],
-        cwd=root, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    rerun_in_subprocess(__file__)
 
 
 # ---- the composed path (fastdw depthwise + activation + 1x1 conv) --------------------------

@@ -95,7 +95,7 @@ std::optional<DepthwiseParams> backward_input_as_forward(const DepthwiseParams& 
 // - NCHW 7x7 kernels, and 5x5 on 7x7 planes: 1.0-1.2x (after its NCHW rows narrower than a
 //   block went through the transpose as well).
 // It multiplies the weights by materialised zero padding, so a caller that needs padded taps
-// skipped when a weight is NaN or Inf (backward-input) passes weights_finite=false.
+// skipped when a weight is NaN or Inf (forward, backward-input) passes weights_finite=false.
 bool blocked_forward_wins(const DepthwiseParams& p, at::ScalarType dtype) {
   const int64_t plane = p.out_h * p.out_w;
   const bool half = dtype == at::kBFloat16 || dtype == at::kHalf;
@@ -307,21 +307,6 @@ Tensor forward_into(const Tensor& x, const Tensor& weight, const std::optional<T
   return out;
 }
 
-Tensor forward(const Tensor& input, const Tensor& weight, const std::optional<Tensor>& bias,
-               IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation) {
-  const DepthwiseParams p = check_forward(input, weight, bias, stride, padding, dilation);
-  Tensor out = at::empty({p.batch, p.out_channels, p.out_h, p.out_w},
-                         input.options().memory_format(layout_of(p)));
-  if (out.numel() == 0) return out;
-  if (!p.channels_last && !planes_fit(p)) {
-    const DepthwiseParams q = as_channels_last(p);
-    Tensor out_cl = at::empty(out.sizes(), out.options().memory_format(layout_of(q)));
-    forward_into(input.contiguous(layout_of(q)), weight, bias, q, out_cl);
-    return out.copy_(out_cl);
-  }
-  return forward_into(input.contiguous(layout_of(p)), weight, bias, p, out);
-}
-
 // Whether every element is finite: a plain loop, since isfinite().all().item() is three tensor ops
 // and a sync point that cost more than the whole backward-input of a small layer.
 bool all_finite(const Tensor& t) {
@@ -334,6 +319,25 @@ bool all_finite(const Tensor& t) {
       finite = std::isfinite(static_cast<at::opmath_type<scalar_t>>(data[i]));
   });
   return finite;
+}
+
+Tensor forward(const Tensor& input, const Tensor& weight, const std::optional<Tensor>& bias,
+               IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation) {
+  const DepthwiseParams p = check_forward(input, weight, bias, stride, padding, dilation);
+  Tensor out = at::empty({p.batch, p.out_channels, p.out_h, p.out_w},
+                         input.options().memory_format(layout_of(p)));
+  if (out.numel() == 0) return out;
+  // A NaN or Inf weight must not meet the zero padding: PyTorch leaves padded taps out, while the
+  // NCHW plane kernels and the ring kernels multiply the weights by materialised zeros
+  // (0 * Inf = NaN). Such weights take the channels_last kernels, which visit in-bounds taps only.
+  const bool weights_finite = (p.pad_h == 0 && p.pad_w == 0) || all_finite(weight);
+  if (!p.channels_last && (!planes_fit(p) || !weights_finite)) {
+    const DepthwiseParams q = as_channels_last(p);
+    Tensor out_cl = at::empty(out.sizes(), out.options().memory_format(layout_of(q)));
+    forward_into(input.contiguous(layout_of(q)), weight, bias, q, out_cl, weights_finite);
+    return out.copy_(out_cl);
+  }
+  return forward_into(input.contiguous(layout_of(p)), weight, bias, p, out, weights_finite);
 }
 
 // Runs the backward-input kernels for Params p on dense tensors g (grad_output) and grad_input.
@@ -399,22 +403,13 @@ Tensor backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayR
   return backward_input_into(grad_output.contiguous(fmt), weight, p, grad_input, weights_finite);
 }
 
-std::tuple<Tensor, Tensor> backward_weight(const Tensor& grad_output, const Tensor& input,
-                                           IntArrayRef weight_size, IntArrayRef stride,
-                                           IntArrayRef padding, IntArrayRef dilation) {
-  check_floating(input, "input");
-  check_same_device_dtype(input, "input", grad_output, "grad_output");
-  TORCH_CHECK(input.dim() == 4, "fastdw: input must be 4-D (N, C, H, W), got ", input.dim(), "-D");
-  DepthwiseParams p = make_params(input.sizes(), weight_size, stride, padding, dilation,
-                                  kernel_memory_format(input) == c10::MemoryFormat::ChannelsLast);
-  check_grad_output(grad_output, p);
-  if (!p.channels_last && !planes_fit(p)) p = as_channels_last(p);
+// Runs the backward-weight kernels for Params p, accumulating into the float64 gw (Cout, taps)
+// and gb (Cout); allow_blocked=false keeps to the per-layout kernels.
+void backward_weight_into(const Tensor& grad_output, const Tensor& input, const DepthwiseParams& p,
+                          bool allow_blocked, Tensor& gw, Tensor& gb) {
   const Tensor x = input.contiguous(layout_of(p));
   const Tensor g = grad_output.contiguous(layout_of(p));
-  const auto f64 = input.options().dtype(at::kDouble);
-  Tensor gw = at::zeros({p.out_channels, p.taps()}, f64);
-  Tensor gb = at::zeros({p.out_channels}, f64);
-  const auto blocked = grad_output.numel() > 0
+  const auto blocked = allow_blocked && grad_output.numel() > 0
                            ? blocked_weight_geometry(p, input.scalar_type())
                            : std::nullopt;
   if (blocked) {
@@ -459,6 +454,31 @@ std::tuple<Tensor, Tensor> backward_weight(const Tensor& grad_output, const Tens
         });
       }
     });
+  }
+}
+
+std::tuple<Tensor, Tensor> backward_weight(const Tensor& grad_output, const Tensor& input,
+                                           IntArrayRef weight_size, IntArrayRef stride,
+                                           IntArrayRef padding, IntArrayRef dilation) {
+  check_floating(input, "input");
+  check_same_device_dtype(input, "input", grad_output, "grad_output");
+  TORCH_CHECK(input.dim() == 4, "fastdw: input must be 4-D (N, C, H, W), got ", input.dim(), "-D");
+  DepthwiseParams p = make_params(input.sizes(), weight_size, stride, padding, dilation,
+                                  kernel_memory_format(input) == c10::MemoryFormat::ChannelsLast);
+  check_grad_output(grad_output, p);
+  if (!p.channels_last && !planes_fit(p)) p = as_channels_last(p);
+  const auto f64 = input.options().dtype(at::kDouble);
+  Tensor gw = at::zeros({p.out_channels, p.taps()}, f64);
+  Tensor gb = at::zeros({p.out_channels}, f64);
+  backward_weight_into(grad_output, input, p, /*allow_blocked=*/true, gw, gb);
+  // The NCHW plane kernels and the blocked kernel multiply grad_output by materialised zero
+  // padding: a NaN or Inf in grad_output then gives 0 * Inf = NaN where PyTorch (oneDNN) leaves
+  // the padded taps out. A finite result had no such product; a non-finite one is recomputed by
+  // the channels_last per-pixel kernels, which visit in-bounds taps only.
+  if ((p.pad_h > 0 || p.pad_w > 0) && !all_finite(gw)) {
+    gw.zero_();
+    gb.zero_();
+    backward_weight_into(grad_output, input, as_channels_last(p), /*allow_blocked=*/false, gw, gb);
   }
   return {gw.to(input.scalar_type()).reshape(weight_size), gb.to(input.scalar_type())};
 }
