@@ -15,5 +15,5 @@ built=$(date +%s)
 # --capture=sys: a sanitizer report goes to the real stderr (fd capture would drop it on abort).
 # shellcheck disable=SC2046  # NAME=VALUE words, no spaces inside
 env $("$PY" tests/cuda_harness/build.py --env) "$PY" -m pytest tests/cuda_harness -q -p no:cacheprovider \
-    --capture=sys
+    --capture=sys --durations=15
 echo "cuda harness: build $((built - start)) s, tests $(($(date +%s) - built)) s"

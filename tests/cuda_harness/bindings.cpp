@@ -2,7 +2,8 @@
 // torch.ops.fastdw_cudasim.* on CPU tensors (their launches run in the simulator), plus the
 // simulator's settings and launch counters as a Python module. See README.md.
 #include <ATen/Context.h>
-#include <torch/extension.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 #include <torch/library.h>
 
 #include "cuda/ops.h"
@@ -63,8 +64,6 @@ TORCH_LIBRARY(fastdw_cudasim, m) {
   m.def("depthwise_conv2d_backward_weight", &depthwise_conv2d_backward_weight);
 }
 
-void bind_selftest_kernels(pybind11::module_& m);  // selftest_kernels.cpp
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "csrc/cuda's kernels in a CUDA simulator on the CPU (tests/cuda_harness)";
   m.def(
@@ -85,5 +84,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("kernel_launches", &cuda_sim::kernel_launches,
         "[(kernel, launches)] for every kernel instantiation the host code can launch.");
   m.def("reset_launch_counts", &cuda_sim::reset_launch_counts);
-  bind_selftest_kernels(m);
 }

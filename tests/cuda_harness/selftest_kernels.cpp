@@ -2,7 +2,8 @@
 // barrier reductions, and kernels with the bugs it must catch (divergent barriers, races,
 // unwritten or out-of-bounds shared memory). Launched through csrc/cuda's launch_kernel, the
 // path every fastdw kernel takes.
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <functional>
 #include <map>
@@ -129,19 +130,23 @@ const std::map<std::string, Launch>& kernels() {
 
 }  // namespace cuda_sim_selftest
 
-void bind_selftest_kernels(pybind11::module_& m) {
-  m.def(
-      "selftest",
-      [](const std::string& name, at::Tensor out, int64_t threads, int64_t smem) {
-        const auto& k = cuda_sim_selftest::kernels();
-        auto it = k.find(name);
-        TORCH_CHECK(it != k.end(), "cuda_sim: no self-test kernel ", name);
-        TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous(),
-                    "cuda_sim: out must be a contiguous float32 tensor");
-        it->second(out.data_ptr<float>(), static_cast<int>(threads), static_cast<int>(smem));
-      },
-      pybind11::arg("name"), pybind11::arg("out"), pybind11::arg("threads"),
-      pybind11::arg("smem") = 0,
-      "Launches self-test kernel `name` as one block of `threads` threads with `smem` bytes of "
-      "dynamic shared memory.");
+namespace {
+
+void selftest(c10::string_view name, const at::Tensor& out, int64_t threads, int64_t smem) {
+  const auto& k = cuda_sim_selftest::kernels();
+  auto it = k.find(std::string(name));
+  TORCH_CHECK(it != k.end(), "cuda_sim: no self-test kernel ", name);
+  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous(),
+              "cuda_sim: out must be a contiguous float32 tensor");
+  it->second(out.data_ptr<float>(), static_cast<int>(threads), static_cast<int>(smem));
+}
+
+}  // namespace
+
+// torch.ops.fastdw_cudasim.selftest(name, out, threads, smem=0): launches self-test kernel
+// `name` as one block of `threads` threads with `smem` bytes of dynamic shared memory. An op,
+// not a pybind function: this file then needs torch/library.h only, not torch/extension.h
+// (which alone took most of this file's compile time under the sanitizers).
+TORCH_LIBRARY_FRAGMENT(fastdw_cudasim, m) {
+  m.def("selftest(str name, Tensor(a!) out, int threads, int smem=0) -> ()", &selftest);
 }

@@ -14,7 +14,7 @@ from tests.cuda_harness.harness import run_checked
 
 def _launch(sim, name, threads, smem=0, out_size=None):
     out = torch.zeros(out_size or threads * 10)
-    sim.selftest(name, out, threads, smem)
+    torch.ops.fastdw_cudasim.selftest(name, out, threads, smem)
     return out
 
 
@@ -94,7 +94,8 @@ def test_large_shared_memory_needs_and_gets_the_opt_in(sim):
 def test_out_of_bounds_access_is_an_asan_error(name, smem):
     # ASan ends the process at the first error: run the kernel in a child process.
     code = ("import torch; from tests.cuda_harness import build; "
-            f"build.build().selftest({name!r}, torch.zeros(32), 32, {smem})")
+            "build.build(); "
+            f"torch.ops.fastdw_cudasim.selftest({name!r}, torch.zeros(32), 32, {smem})")
     r = subprocess.run([sys.executable, "-c", code], cwd=build.ROOT, capture_output=True,
                        text=True, env=build.asan_environment(), timeout=300)
     assert r.returncode != 0 and "AddressSanitizer: heap-buffer-overflow" in r.stderr, \
