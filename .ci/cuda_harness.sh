@@ -12,8 +12,9 @@ export MAX_JOBS="${MAX_JOBS:-2}"
 start=$(date +%s)
 "$PY" tests/cuda_harness/build.py
 built=$(date +%s)
-# --capture=sys: a sanitizer report goes to the real stderr (fd capture would drop it on abort).
+# --capture=sys: a sanitizer report goes to the real stderr (fd capture would drop it on abort);
+# -v: each test is named before it runs, so the test a sanitizer report ends is the last named.
 # shellcheck disable=SC2046  # NAME=VALUE words, no spaces inside
-env $("$PY" tests/cuda_harness/build.py --env) "$PY" -m pytest tests/cuda_harness -q -p no:cacheprovider \
+env $("$PY" tests/cuda_harness/build.py --env) "$PY" -m pytest tests/cuda_harness -v -p no:cacheprovider \
     --capture=sys --durations=15
 echo "cuda harness: build $((built - start)) s, tests $(($(date +%s) - built)) s"
