@@ -1,22 +1,22 @@
-// depthwise_conv2d_backward_input on CUDA: checks, layout, path choice, registration.
+// depthwise_conv2d_backward_input on CUDA: checks, layout, path choice.
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include "depthwise_args.h"
 #include "direct.cuh"
 #include "launchers.h"
+#include "ops.h"
 
 namespace fastdw {
 namespace cuda {
-namespace {
 
-at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
-                          c10::IntArrayRef input_size, c10::IntArrayRef stride,
-                          c10::IntArrayRef padding, c10::IntArrayRef dilation) {
+// grad_output and weight share a device (checked), and the dispatcher sends a call here only
+// when one of them is a CUDA tensor.
+at::Tensor depthwise_conv2d_backward_input(const at::Tensor& grad_output,
+                                           const at::Tensor& weight, c10::IntArrayRef input_size,
+                                           c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                           c10::IntArrayRef dilation) {
   check_floating(grad_output, "grad_output");
   check_same_device_dtype(grad_output, "grad_output", weight, "weight");
-  TORCH_CHECK(grad_output.is_cuda(), "fastdw: grad_output must be a CUDA tensor, got ",
-              grad_output.device());
   const c10::MemoryFormat fmt = kernel_memory_format(grad_output);
   const DepthwiseParams p = make_params(input_size, weight.sizes(), stride, padding, dilation,
                                         fmt == c10::MemoryFormat::ChannelsLast);
@@ -40,12 +40,6 @@ at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& weigh
     });
   }
   return grad_input;
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastdw, CUDA, m) {
-  m.impl("depthwise_conv2d_backward_input", &backward_input);
 }
 
 }  // namespace cuda

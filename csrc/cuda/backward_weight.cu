@@ -1,12 +1,12 @@
 // depthwise_conv2d_backward_weight on CUDA: checks, layout, pass 1 (per-layout partial sums,
-// or the 64-bit tap-owner fallback), pass 2 (this file: partials added in split order), and
-// registration. Deterministic: every sum has a fixed, shape-determined order; no atomics.
+// or the 64-bit tap-owner fallback) and pass 2 (this file: partials added in split order).
+// Deterministic: every sum has a fixed, shape-determined order; no atomics.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <torch/library.h>
 
 #include "depthwise_args.h"
 #include "launchers.h"
+#include "ops.h"
 #include "wgrad_taps.cuh"
 
 namespace fastdw {
@@ -34,16 +34,16 @@ wgrad_reduce_kernel(const at::opmath_type<scalar_t>* __restrict__ partial,
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> backward_weight(const at::Tensor& grad_output,
-                                                   const at::Tensor& input,
-                                                   c10::IntArrayRef weight_size,
-                                                   c10::IntArrayRef stride,
-                                                   c10::IntArrayRef padding,
-                                                   c10::IntArrayRef dilation) {
+}  // namespace
+
+// input and grad_output share a device (checked), and the dispatcher sends a call here only
+// when one of them is a CUDA tensor.
+std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_weight(
+    const at::Tensor& grad_output, const at::Tensor& input, c10::IntArrayRef weight_size,
+    c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation) {
   check_floating(input, "input");
   check_same_device_dtype(input, "input", grad_output, "grad_output");
   TORCH_CHECK(input.dim() == 4, "fastdw: input must be 4-D (N, C, H, W), got ", input.dim(), "-D");
-  TORCH_CHECK(input.is_cuda(), "fastdw: input must be a CUDA tensor, got ", input.device());
   const c10::MemoryFormat fmt = kernel_memory_format(input);
   const DepthwiseParams p = make_params(input.sizes(), weight_size, stride, padding, dilation,
                                         fmt == c10::MemoryFormat::ChannelsLast);
@@ -72,21 +72,13 @@ std::tuple<at::Tensor, at::Tensor> backward_weight(const at::Tensor& grad_output
       launch_wgrad_taps<scalar_t, 0, int64_t>(g, x, p, partial, splits);
     }
     const int64_t total = p.out_channels * (p.taps() + 1);
-    wgrad_reduce_kernel<scalar_t>
-        <<<static_cast<unsigned>(cdiv(total, kMaxThreads)), kMaxThreads, 0,
-           at::cuda::getCurrentCUDAStream()>>>(partial.const_data_ptr<acc_t>(),
-                                               grad_weight.mutable_data_ptr<scalar_t>(),
-                                               grad_bias.mutable_data_ptr<scalar_t>(),
-                                               p.out_channels, p.taps(), splits);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel<wgrad_reduce_kernel<scalar_t>>(
+        static_cast<unsigned>(cdiv(total, kMaxThreads)), kMaxThreads, 0,
+        at::cuda::getCurrentCUDAStream(), partial.const_data_ptr<acc_t>(),
+        grad_weight.mutable_data_ptr<scalar_t>(), grad_bias.mutable_data_ptr<scalar_t>(),
+        p.out_channels, p.taps(), splits);
   });
   return {grad_weight, grad_bias};
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastdw, CUDA, m) {
-  m.impl("depthwise_conv2d_backward_weight", &backward_weight);
 }
 
 }  // namespace cuda

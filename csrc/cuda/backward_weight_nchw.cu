@@ -77,6 +77,9 @@ wgrad_nchw_reg_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restr
     constexpr int WINP = round_up((V - 1) * S + K, VA);
     constexpr int AL = (V * S) % VA == 0 ? VA : 1;
     const acc_t* base = tile + (pz * a.rows + tyi * S) * a.pitch + txi * V * S;
+    // Outputs past the row's end do not exist: their zero grad_output must not multiply the
+    // input (0 * Inf would be NaN where F.conv2d has a value).
+    const int outputs = a.dst_w - ow;
 #pragma unroll
     for (int r = 0; r < K; ++r) {
       acc_t win[WINP];
@@ -84,7 +87,9 @@ wgrad_nchw_reg_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restr
 #pragma unroll
       for (int kw = 0; kw < K; ++kw) {
 #pragma unroll
-        for (int v = 0; v < V; ++v) acc[r * K + kw] += g[v] * win[v * S + kw];
+        for (int v = 0; v < V; ++v) {
+          if (v < outputs) acc[r * K + kw] += g[v] * win[v * S + kw];
+        }
       }
     }
   }
@@ -160,6 +165,9 @@ wgrad_nchw_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
       div_tx.divmod(rr, row, chunk);
       acc_t g[V];
       load_smem<V, VA>(gt + (pz * a.ty + row) * a.gpitch + chunk * V, g);
+      // Outputs outside the plane do not exist: their zero grad_output must not multiply the
+      // input (0 * Inf would be NaN where F.conv2d has a value).
+      const int outputs = d_r0 + row < a.dst_h ? a.dst_w - (d_c0 + chunk * V) : 0;
       if (run_g == 0) {
 #pragma unroll
         for (int v = 0; v < V; ++v) acc[kChunk] += g[v];
@@ -171,7 +179,9 @@ wgrad_nchw_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) {
 #pragma unroll
-          for (int v = 0; v < V; ++v) acc[j] += g[v] * win[v + j];
+          for (int v = 0; v < V; ++v) {
+            if (v < outputs) acc[j] += g[v] * win[v + j];
+          }
         }
       } else {
         const acc_t* base = tile + (pz * a.rows + row * a.stride_h + kh * a.dil_h) * a.pitch +
@@ -181,7 +191,9 @@ wgrad_nchw_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
           if (kw0 + j >= a.kw) break;
           const acc_t* q = base + j * a.dil_w;
 #pragma unroll
-          for (int v = 0; v < V; ++v) acc[j] += g[v] * q[v * a.stride_w];
+          for (int v = 0; v < V; ++v) {
+            if (v < outputs) acc[j] += g[v] * q[v * a.stride_w];
+          }
         }
       }
     }
@@ -219,8 +231,7 @@ int splits_for(int64_t blocks_per_split, int64_t steps, int64_t min_steps) {
 
 template <typename scalar_t, int K, int S>
 bool launch_variant(const scalar_t* grad, const scalar_t* input, const DepthwiseParams& p,
-                    at::Tensor& partial, int64_t& splits_out, const at::TensorOptions& acc_opts,
-                    bool grad_aligned) {
+                    at::Tensor& partial, int64_t& splits_out, const at::TensorOptions& acc_opts) {
   using acc_t = at::opmath_type<scalar_t>;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int64_t taps = p.kernel_h * p.kernel_w;
@@ -230,16 +241,17 @@ bool launch_variant(const scalar_t* grad, const scalar_t* input, const Depthwise
   if constexpr (K > 0) {
     TilePlan plan;
     if (!plan_tiles<scalar_t, K, S, false>(p, TileUse::kWeightRegisters, plan)) return false;
-    plan.a.vec_store = plan.a.vec_store && grad_aligned;
+    // grad_output rows are read as Pack<scalar_t, V>, aligned to its whole size (32 bytes for
+    // double), not just 16.
+    plan.a.vec_store = plan.a.vec_store &&
+                       is_aligned(grad, tile_v<scalar_t, K, S>() * sizeof(scalar_t));
     const int64_t steps = plan.blocks;  // tiles per channel
     const int splits = splits_for(p.out_channels, steps, 4);
     partial = at::empty({splits * p.out_channels * (taps + 1)}, acc_opts);
     const int threads = round_up(plan.threads, 32);
-    auto kernel = wgrad_nchw_reg_kernel<scalar_t, K, S>;
-    allow_smem(kernel, plan.smem);
-    kernel<<<dim3(static_cast<unsigned>(p.out_channels), splits), threads, plan.smem, stream>>>(
-        grad, input, partial.mutable_data_ptr<acc_t>(), plan.a, steps, splits);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel<wgrad_nchw_reg_kernel<scalar_t, K, S>>(
+        dim3(static_cast<unsigned>(p.out_channels), splits), threads, plan.smem, stream, grad,
+        input, partial.mutable_data_ptr<acc_t>(), plan.a, steps, splits);
     splits_out = splits;
   } else {
     TilePlan plan;
@@ -254,13 +266,10 @@ bool launch_variant(const scalar_t* grad, const scalar_t* input, const Depthwise
     const int64_t steps = plan.blocks;
     const int splits = splits_for(grid_x, steps, 2);
     partial = at::empty({splits * p.out_channels * (taps + 1)}, acc_opts);
-    auto kernel = wgrad_nchw_taps_kernel<scalar_t, S>;
-    allow_smem(kernel, plan.smem);
-    kernel<<<dim3(static_cast<unsigned>(grid_x), splits), run_block * groups, plan.smem,
-             stream>>>(grad, input, partial.mutable_data_ptr<acc_t>(), plan.a, steps, splits,
-                       run_block, runs_per_row, run_groups,
-                       FastDiv(plan.a.ty * plan.a.tx), FastDiv(plan.a.tx));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel<wgrad_nchw_taps_kernel<scalar_t, S>>(
+        dim3(static_cast<unsigned>(grid_x), splits), run_block * groups, plan.smem, stream, grad,
+        input, partial.mutable_data_ptr<acc_t>(), plan.a, steps, splits, run_block,
+        runs_per_row, run_groups, FastDiv(plan.a.ty * plan.a.tx), FastDiv(plan.a.tx));
     splits_out = splits;
   }
   return true;
@@ -276,11 +285,10 @@ bool backward_weight_partials_nchw(const at::Tensor& g, const at::Tensor& x,
                                   "fastdw_depthwise_backward_weight_nchw_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-    const bool grad_aligned = is_aligned(g.const_data_ptr(), 16);
     FASTDW_KERNEL_SWITCH(choose_kernel(p), K, S, [&] {
       launched = launch_variant<scalar_t, K, S>(g.const_data_ptr<scalar_t>(),
                                                 x.const_data_ptr<scalar_t>(), p, partial,
-                                                splits, acc_opts, grad_aligned);
+                                                splits, acc_opts);
     });
   });
   return launched;

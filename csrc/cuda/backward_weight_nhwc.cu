@@ -87,6 +87,9 @@ wgrad_nhwc_reg_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restr
       const int ih0 = oh * S - a.pad_h;
       const int iw0 = ow0 * S - a.pad_w;
       const scalar_t* xp = input + static_cast<int64_t>(n) * in_img + ci;
+      // Outputs past the row's end do not exist: their zero grad_output must not multiply the
+      // input (0 * Inf would be NaN where F.conv2d has a value).
+      const int outputs = a.out_w - ow0;
 #pragma unroll
       for (int r = 0; r < K; ++r) {
         const int ih = ih0 + r;
@@ -105,7 +108,7 @@ wgrad_nhwc_reg_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restr
 #pragma unroll
           for (int jo = 0; jo < TWo; ++jo) {
             const int kw = i - jo * S;
-            if (kw >= 0 && kw < K) {
+            if (kw >= 0 && kw < K && jo < outputs) {
 #pragma unroll
               for (int q = 0; q < VC; ++q) acc[(r * K + kw) * VC + q] += g[jo][q] * x[q];
             }
@@ -186,15 +189,14 @@ bool launch_variant(const at::Tensor& g, const at::Tensor& x, const DepthwisePar
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
     const dim3 grid(static_cast<unsigned>(grid_x), a.splits), block(cl, sy);
     if (vec) {
-      wgrad_nhwc_reg_kernel<scalar_t, K, S, VCV><<<grid, block, smem, stream>>>(
-          g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+      launch_kernel<wgrad_nhwc_reg_kernel<scalar_t, K, S, VCV>>(
+          grid, block, smem, stream, g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
           partial.mutable_data_ptr<acc_t>(), a);
     } else {
-      wgrad_nhwc_reg_kernel<scalar_t, K, S, 1><<<grid, block, smem, stream>>>(
-          g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+      launch_kernel<wgrad_nhwc_reg_kernel<scalar_t, K, S, 1>>(
+          grid, block, smem, stream, g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
           partial.mutable_data_ptr<acc_t>(), a);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
     splits_out = a.splits;
   } else {
     if (!small_index || !fits_int32(p.batch * p.out_h * cdiv(p.out_w, kTapV))) return false;

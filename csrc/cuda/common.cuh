@@ -4,8 +4,12 @@
 //
 // Index convention: every kernel forms a 64-bit offset once per image or plane (n * C * H * W
 // can exceed 2^31) and indexes inside an image with 32-bit ints. The host checks that one
-// image fits 32-bit offsets and otherwise takes the 64-bit fallback kernels (direct.cuh and the
-// int64 instantiation of the tap-owner weight-gradient kernel).
+// image fits 32-bit offsets (fits_int32) and otherwise takes the 64-bit fallback kernels
+// (direct.cuh and the int64 instantiation of the tap-owner weight-gradient kernel).
+//
+// FASTDW_CUDA_SIM: defined by the CPU harness (tests/cuda_harness), which compiles these same
+// sources with g++ and runs every launch in a CUDA simulator. It changes only how a kernel is
+// launched (launch_kernel) and where dynamic shared memory comes from (smem_as).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -14,6 +18,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -87,6 +92,15 @@ inline void kernel_switch(KernelChoice c, F&& f) {
 __host__ __device__ constexpr int round_up(int a, int b) { return (a + b - 1) / b * b; }
 __host__ __device__ constexpr int cmin(int a, int b) { return a < b ? a : b; }
 __host__ __device__ constexpr int cmax(int a, int b) { return a > b ? a : b; }
+
+template <typename T>
+__device__ __forceinline__ bool is_finite(T v) {
+#ifdef __CUDA_ARCH__
+  return isfinite(v);
+#else
+  return std::isfinite(v);
+#endif
+}
 
 __device__ __forceinline__ int floor_div_dev(int a, int b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
@@ -172,8 +186,12 @@ __device__ __forceinline__ void store_global(scalar_t* __restrict__ p, const acc
 
 template <typename T>
 __device__ __forceinline__ T* smem_as() {
+#ifdef FASTDW_CUDA_SIM
+  return reinterpret_cast<T*>(cuda_sim::dynamic_shared_memory());
+#else
   extern __shared__ __align__(16) unsigned char fastdw_smem[];
   return reinterpret_cast<T*>(fastdw_smem);
+#endif
 }
 
 // Copies `planes` source planes, rows [r0, r0 + rows) x cols [c0, c0 + pitch) of each, into
@@ -264,19 +282,36 @@ __device__ __forceinline__ void block_reduce_store(acc_t (&vals)[NV], acc_t* scr
 // ---- host helpers ---------------------------------------------------------------------------
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-inline bool fits_int32(int64_t v) { return v < std::numeric_limits<int32_t>::max(); }
+// The bound below which the 32-bit-index kernels are used. The CPU harness lowers it so that
+// small tensors take the 64-bit fallback kernels too; the kernels themselves do not change.
+#ifndef FASTDW_INDEX32_LIMIT
+#define FASTDW_INDEX32_LIMIT INT32_MAX
+#endif
+constexpr int64_t kIndex32Limit = FASTDW_INDEX32_LIMIT;
+
+inline bool fits_int32(int64_t v) { return v < kIndex32Limit; }
 
 inline int64_t smem_optin_limit() {
   return static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
 }
 
-// Raises the kernel's dynamic shared-memory limit when it needs more than the default.
-template <typename Kernel>
-inline void allow_smem(Kernel kernel, int64_t bytes) {
-  if (bytes > kDefaultSmem) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(bytes)));
+// Every kernel of csrc/cuda is launched here: Kernel<<<grid, block, smem, stream>>>(args...),
+// after raising the kernel's dynamic shared-memory limit when it needs more than the default,
+// then the launch check. The CPU harness runs the same launch in its simulator instead.
+template <auto Kernel, typename... Args>
+inline void launch_kernel(dim3 grid, dim3 block, int64_t smem, cudaStream_t stream,
+                          Args... args) {
+  if (smem > kDefaultSmem) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(smem)));
   }
+#ifdef FASTDW_CUDA_SIM
+  // Every kernel here is declared __launch_bounds__(kMaxThreads).
+  cuda_sim::launch<Kernel>(kMaxThreads, grid, block, static_cast<size_t>(smem), args...);
+#else
+  Kernel<<<grid, block, static_cast<size_t>(smem), stream>>>(args...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
 }
 
 inline bool is_aligned(const void* p, int64_t bytes) {

@@ -1,7 +1,8 @@
 #pragma once
 // Fallback forward / backward-input kernel: one thread per destination element, 64-bit
 // indexing throughout, any layout (element strides). Taken only when the tiled kernels cannot
-// be (one image over 2^31 elements, or a kernel too large for shared memory).
+// be (one image over 2^31 elements, or a kernel too large for shared memory). Its per-element
+// sum (direct_value) is also the tiled NCHW kernel's path for non-finite weights.
 #include "common.cuh"
 
 namespace fastdw {
@@ -17,13 +18,89 @@ struct DirectArgs {
   bool channels_last;                         // destination iteration order
 };
 
+// Forward (bwd = false: input -> output) or backward-input (grad_output -> grad_input) of p,
+// for tensors dense in the layout p.channels_last names.
+inline DirectArgs direct_args(const DepthwiseParams& p, bool bwd) {
+  DirectArgs a{};
+  a.dst_c = bwd ? p.in_channels : p.out_channels;
+  a.dst_h = bwd ? p.in_h : p.out_h;
+  a.dst_w = bwd ? p.in_w : p.out_w;
+  a.src_c = bwd ? p.out_channels : p.in_channels;
+  a.src_h = bwd ? p.out_h : p.in_h;
+  a.src_w = bwd ? p.out_w : p.in_w;
+  auto dense = [&](int64_t c, int64_t h, int64_t w, int64_t& sn, int64_t& sc, int64_t& sh,
+                   int64_t& sw) {
+    sn = c * h * w;
+    sc = p.channels_last ? 1 : h * w;
+    sh = p.channels_last ? w * c : w;
+    sw = p.channels_last ? c : 1;
+  };
+  dense(a.dst_c, a.dst_h, a.dst_w, a.d_sn, a.d_sc, a.d_sh, a.d_sw);
+  dense(a.src_c, a.src_h, a.src_w, a.s_sn, a.s_sc, a.s_sh, a.s_sw);
+  a.numel = p.batch * a.d_sn;
+  a.mult = p.multiplier;
+  a.kh = p.kernel_h;
+  a.kw = p.kernel_w;
+  a.stride_h = p.stride_h;
+  a.stride_w = p.stride_w;
+  a.pad_h = p.pad_h;
+  a.pad_w = p.pad_w;
+  a.dil_h = p.dilation_h;
+  a.dil_w = p.dilation_w;
+  a.channels_last = p.channels_last;
+  return a;
+}
+
+// Destination element (n, c, h, w): the bias (forward) plus the products of the taps that land
+// inside the source. A tap over padding is skipped, not multiplied by zero, as in F.conv2d: a
+// non-finite weight there contributes nothing.
+template <typename scalar_t, bool BWD>
+__device__ __forceinline__ at::opmath_type<scalar_t> direct_value(
+    const scalar_t* __restrict__ src, const scalar_t* __restrict__ weight,
+    const scalar_t* __restrict__ bias, const DirectArgs& a, int64_t n, int64_t c, int64_t h,
+    int64_t w) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t taps = a.kh * a.kw;
+  acc_t acc = (!BWD && bias != nullptr) ? static_cast<acc_t>(bias[c]) : acc_t(0);
+  const int64_t jcount = BWD ? a.mult : 1;
+  for (int64_t j = 0; j < jcount; ++j) {
+    const int64_t sc = BWD ? c * a.mult + j : c / a.mult;
+    const int64_t wc = BWD ? sc : c;
+    const scalar_t* sp = src + n * a.s_sn + sc * a.s_sc;
+    const scalar_t* wp = weight + wc * taps;
+    for (int64_t kh = 0; kh < a.kh; ++kh) {
+      int64_t sh;
+      if (BWD) {
+        const int64_t t = h + a.pad_h - kh * a.dil_h;
+        if (t < 0 || t % a.stride_h != 0) continue;
+        sh = t / a.stride_h;
+      } else {
+        sh = h * a.stride_h - a.pad_h + kh * a.dil_h;
+      }
+      if (sh < 0 || sh >= a.src_h) continue;
+      for (int64_t kw = 0; kw < a.kw; ++kw) {
+        int64_t sw;
+        if (BWD) {
+          const int64_t t = w + a.pad_w - kw * a.dil_w;
+          if (t < 0 || t % a.stride_w != 0) continue;
+          sw = t / a.stride_w;
+        } else {
+          sw = w * a.stride_w - a.pad_w + kw * a.dil_w;
+        }
+        if (sw < 0 || sw >= a.src_w) continue;
+        acc += static_cast<acc_t>(sp[sh * a.s_sh + sw * a.s_sw]) *
+               static_cast<acc_t>(wp[kh * a.kw + kw]);
+      }
+    }
+  }
+  return acc;
+}
+
 template <typename scalar_t, bool BWD>
 __global__ void __launch_bounds__(kMaxThreads)
 direct_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ weight,
               const scalar_t* __restrict__ bias, scalar_t* __restrict__ dst,
               const DirectArgs a) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t taps = a.kh * a.kw;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < a.numel;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int64_t n, c, h, w, r = i;
@@ -36,39 +113,8 @@ direct_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ wei
       h = r % a.dst_h; r /= a.dst_h;
       c = r % a.dst_c; n = r / a.dst_c;
     }
-    acc_t acc = (!BWD && bias != nullptr) ? static_cast<acc_t>(bias[c]) : acc_t(0);
-    const int64_t jcount = BWD ? a.mult : 1;
-    for (int64_t j = 0; j < jcount; ++j) {
-      const int64_t sc = BWD ? c * a.mult + j : c / a.mult;
-      const int64_t wc = BWD ? sc : c;
-      const scalar_t* sp = src + n * a.s_sn + sc * a.s_sc;
-      const scalar_t* wp = weight + wc * taps;
-      for (int64_t kh = 0; kh < a.kh; ++kh) {
-        int64_t sh;
-        if (BWD) {
-          const int64_t t = h + a.pad_h - kh * a.dil_h;
-          if (t < 0 || t % a.stride_h != 0) continue;
-          sh = t / a.stride_h;
-        } else {
-          sh = h * a.stride_h - a.pad_h + kh * a.dil_h;
-        }
-        if (sh < 0 || sh >= a.src_h) continue;
-        for (int64_t kw = 0; kw < a.kw; ++kw) {
-          int64_t sw;
-          if (BWD) {
-            const int64_t t = w + a.pad_w - kw * a.dil_w;
-            if (t < 0 || t % a.stride_w != 0) continue;
-            sw = t / a.stride_w;
-          } else {
-            sw = w * a.stride_w - a.pad_w + kw * a.dil_w;
-          }
-          if (sw < 0 || sw >= a.src_w) continue;
-          acc += static_cast<acc_t>(sp[sh * a.s_sh + sw * a.s_sw]) *
-                 static_cast<acc_t>(wp[kh * a.kw + kw]);
-        }
-      }
-    }
-    dst[n * a.d_sn + c * a.d_sc + h * a.d_sh + w * a.d_sw] = static_cast<scalar_t>(acc);
+    dst[n * a.d_sn + c * a.d_sc + h * a.d_sh + w * a.d_sw] =
+        static_cast<scalar_t>(direct_value<scalar_t, BWD>(src, weight, bias, a, n, c, h, w));
   }
 }
 
@@ -76,36 +122,11 @@ direct_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ wei
 template <typename scalar_t, bool BWD>
 void launch_direct(const at::Tensor& src, const scalar_t* weight, const scalar_t* bias,
                    at::Tensor& dst, const DepthwiseParams& p, cudaStream_t stream) {
-  DirectArgs a{};
-  a.numel = dst.numel();
-  a.dst_c = dst.size(1);
-  a.dst_h = dst.size(2);
-  a.dst_w = dst.size(3);
-  a.src_c = src.size(1);
-  a.src_h = src.size(2);
-  a.src_w = src.size(3);
-  a.d_sn = dst.stride(0);
-  a.d_sc = dst.stride(1);
-  a.d_sh = dst.stride(2);
-  a.d_sw = dst.stride(3);
-  a.s_sn = src.stride(0);
-  a.s_sc = src.stride(1);
-  a.s_sh = src.stride(2);
-  a.s_sw = src.stride(3);
-  a.mult = p.multiplier;
-  a.kh = p.kernel_h;
-  a.kw = p.kernel_w;
-  a.stride_h = p.stride_h;
-  a.stride_w = p.stride_w;
-  a.pad_h = p.pad_h;
-  a.pad_w = p.pad_w;
-  a.dil_h = p.dilation_h;
-  a.dil_w = p.dilation_w;
-  a.channels_last = p.channels_last;
+  const DirectArgs a = direct_args(p, BWD);
   const int64_t blocks = std::min<int64_t>(cdiv(a.numel, kMaxThreads), 65536 * 8);
-  direct_kernel<scalar_t, BWD><<<static_cast<unsigned>(blocks), kMaxThreads, 0, stream>>>(
-      src.const_data_ptr<scalar_t>(), weight, bias, dst.mutable_data_ptr<scalar_t>(), a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel<direct_kernel<scalar_t, BWD>>(static_cast<unsigned>(blocks), kMaxThreads, 0,
+                                              stream, src.const_data_ptr<scalar_t>(), weight,
+                                              bias, dst.mutable_data_ptr<scalar_t>(), a);
 }
 
 }  // namespace cuda

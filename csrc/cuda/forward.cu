@@ -1,21 +1,21 @@
 // depthwise_conv2d on CUDA: checks, layout, and the choice between the tiled NCHW / vectorised
-// NHWC kernels and the 64-bit fallback. Registers the op's CUDA kernel.
+// NHWC kernels and the 64-bit fallback.
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include "depthwise_args.h"
 #include "direct.cuh"
 #include "launchers.h"
+#include "ops.h"
 
 namespace fastdw {
 namespace cuda {
-namespace {
 
-at::Tensor forward(const at::Tensor& input, const at::Tensor& weight,
-                   const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
-                   c10::IntArrayRef padding, c10::IntArrayRef dilation) {
+// The dispatcher sends a call here only when a tensor argument is on a CUDA device, and
+// check_forward requires every tensor on the input's device: the input is a CUDA tensor.
+at::Tensor depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
+                            c10::IntArrayRef padding, c10::IntArrayRef dilation) {
   const DepthwiseParams p = check_forward(input, weight, bias, stride, padding, dilation);
-  TORCH_CHECK(input.is_cuda(), "fastdw: input must be a CUDA tensor, got ", input.device());
   const c10::cuda::CUDAGuard guard(input.device());
   const c10::MemoryFormat fmt = kernel_memory_format(input);
   const at::Tensor x = input.contiguous(fmt);
@@ -35,10 +35,6 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& weight,
   }
   return out;
 }
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fastdw, CUDA, m) { m.impl("depthwise_conv2d", &forward); }
 
 }  // namespace cuda
 }  // namespace fastdw

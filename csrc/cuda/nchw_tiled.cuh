@@ -17,7 +17,13 @@
 //   kBwdParity   backward-input, K x K with stride S > 1: tiles start where (i + pad) % S == 0
 //                so which taps reach each output along W is known at compile time.
 //   kBwdGeneric  backward-input with runtime stride/dilation (divisibility tested per tap).
+//
+// Padding is absent, not zero (F.conv2d): the tile's zero halo times a finite weight adds
+// nothing, but times a non-finite one gives NaN. A thread whose tile reaches into the halo and
+// whose weights are not all finite computes its outputs from global memory instead
+// (direct_value, which skips the taps outside the source); a rare, slow, exact path.
 #include "common.cuh"
+#include "direct.cuh"
 
 namespace fastdw {
 namespace cuda {
@@ -58,6 +64,7 @@ struct NchwArgs {
   int kwp;              // weight row pitch in shared memory (runtime-size modes)
   int gpitch;           // weight-gradient tap-owner kernels: grad_output tile pitch
   bool vec_store;       // destination rows allow V-wide vector stores
+  DirectArgs exact;     // the same convolution for direct_value (non-finite weights)
 };
 
 // ---- geometry of the source tile ------------------------------------------------------------
@@ -169,6 +176,7 @@ inline bool plan_tiles(const DepthwiseParams& p, TileUse use, TilePlan& plan) {
   }
   a.kwp = MODE == kFwdChunk ? round_up(a.kw, kChunk) : a.kw;
   a.vec_store = a.shift_w == 0 && a.dst_w % V == 0;
+  a.exact = direct_args(p, BWD);
 
   const int64_t span_w = dst_w + a.shift_w, span_h = dst_h + a.shift_h;
   // Up to 16 threads (16 * V outputs) per tile row, balanced so the last tile is not a sliver.
@@ -268,6 +276,8 @@ nchw_tiled_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__
   int s_r0, s_c0;
   tile_source_origin<MODE, K, S>(a, d_r0, d_c0, s_r0, s_c0);
   const int64_t src_plane_size = static_cast<int64_t>(a.src_h) * a.src_w;
+  const bool halo = s_r0 < 0 || s_c0 < 0 || s_r0 + a.rows > a.src_h || s_c0 + a.pitch > a.src_w;
+  bool exact = false;  // this thread's outputs come from direct_value
 
   acc_t acc[V];
 #pragma unroll
@@ -292,6 +302,7 @@ nchw_tiled_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__
                           return src + sp * src_plane_size;
                         });
     const int taps = a.kh * a.kw;
+    bool nonfinite = false;  // among the weights this thread stages
     if constexpr (kWeightsInSmem) {
       const int wrow = MODE == kFwdChunk ? a.kwp : a.kw;
       const int per = a.kh * wrow;
@@ -308,10 +319,11 @@ nchw_tiled_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__
           const int tap = kFlip ? (a.kh - 1 - r) * a.kw + (a.kw - 1 - kw) : r * a.kw + kw;
           val = static_cast<acc_t>(weight[wc * taps + tap]);
         }
+        nonfinite |= !is_finite(val);
         wsm[idx] = val;
       }
     }
-    __syncthreads();
+    if (__syncthreads_or(nonfinite) && halo) exact = true;
     if (!plane_ok || pz >= a.planes) continue;
 
     if constexpr (MODE == kFwdSpecial || MODE == kBwdParity) {
@@ -320,6 +332,10 @@ nchw_tiled_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__
       const scalar_t* wp = weight + wc * (K * K);
 #pragma unroll
       for (int i = 0; i < K * K; ++i) wreg[i] = static_cast<acc_t>(wp[kFlip ? K * K - 1 - i : i]);
+      if (halo) {
+#pragma unroll
+        for (int i = 0; i < K * K; ++i) exact |= !is_finite(wreg[i]);
+      }
 
       if constexpr (MODE == kFwdSpecial) {
         constexpr int WIN = (V - 1) * S + K;
@@ -371,8 +387,12 @@ nchw_tiled_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__
           load_smem<WINP, VA>(row + k0, win);
           acc_t wv[kChunk];
           load_smem<kChunk, VA>(wr + k0, wv);
+          // The zero weights past the kernel's width must not multiply the input: 0 * Inf
+          // would be NaN where F.conv2d has a value.
+          const int in_kernel = a.kw - k0;
 #pragma unroll
           for (int jj = 0; jj < kChunk; ++jj) {
+            if (jj >= in_kernel) break;
 #pragma unroll
             for (int v = 0; v < V; ++v) acc[v] += wv[jj] * win[v + jj];
           }
@@ -417,6 +437,17 @@ nchw_tiled_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__
   const int dc = d_c0 + txi * V;
   if (!plane_ok || pz >= a.planes || dr < 0 || dr >= a.dst_h) return;
   scalar_t* out = dst + plane * (static_cast<int64_t>(a.dst_h) * a.dst_w) + dr * a.dst_w;
+  if (exact) {
+    // One copy of the loop, not V: this rare path must not cost the fast one registers.
+#pragma unroll 1
+    for (int v = 0; v < V; ++v) {
+      if (dc + v >= 0 && dc + v < a.dst_w) {
+        out[dc + v] = static_cast<scalar_t>(
+            direct_value<scalar_t, BWD>(src, weight, bias, a.exact, n, c, dr, dc + v));
+      }
+    }
+    return;
+  }
   if (a.vec_store && dc + V <= a.dst_w) {
     store_global<V, true>(out + dc, acc);
   } else {
@@ -441,11 +472,9 @@ bool launch_nchw_tiled(const scalar_t* src, const scalar_t* weight, const scalar
       return;
     }
     if (plan.blocks > std::numeric_limits<int32_t>::max()) return;
-    auto kernel = nchw_tiled_kernel<scalar_t, K, S, BWD>;
-    allow_smem(kernel, plan.smem);
-    kernel<<<static_cast<unsigned>(plan.blocks), plan.threads, plan.smem, stream>>>(
-        src, weight, bias, dst, plan.a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel<nchw_tiled_kernel<scalar_t, K, S, BWD>>(static_cast<unsigned>(plan.blocks),
+                                                          plan.threads, plan.smem, stream, src,
+                                                          weight, bias, dst, plan.a);
     launched = true;
   });
   return launched;

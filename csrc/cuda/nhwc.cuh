@@ -13,6 +13,9 @@
 // Modes match nchw_tiled.cuh (tile_mode): kFwdSpecial (also backward-input with S = 1, as the
 // correlation with the flipped kernel), kFwdChunk (runtime size, unit stride/dilation),
 // kFwdGeneric, kBwdParity (strips start where (i + pad) % S == 0), kBwdGeneric.
+//
+// Padding is absent, not zero (F.conv2d): a source column outside the image is skipped, never
+// loaded as zero and multiplied (a non-finite weight times zero is NaN).
 #include "nchw_tiled.cuh"
 
 namespace fastdw {
@@ -141,13 +144,9 @@ nhwc_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ weigh
 #pragma unroll
           for (int i = 0; i < (TWo - 1) * S + K; ++i) {
             const int iw = iw0 + i;
+            if (iw < 0 || iw >= a.src_w) continue;
             acc_t x[VC];
-            if (iw >= 0 && iw < a.src_w) {
-              load_global<VC, kVec>(rowp + iw * a.src_c, x);
-            } else {
-#pragma unroll
-              for (int q = 0; q < VC; ++q) x[q] = 0;
-            }
+            load_global<VC, kVec>(rowp + iw * a.src_c, x);
 #pragma unroll
             for (int jo = 0; jo < TWo; ++jo) {
               const int kw = i - jo * S;
@@ -174,17 +173,14 @@ nhwc_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ weigh
 #pragma unroll
             for (int i = 0; i < TWo - 1 + kChunk; ++i) {
               const int iw = iw0 + k0 + i;
+              if (iw < 0 || iw >= a.src_w) continue;
               acc_t x[VC];
-              if (iw >= 0 && iw < a.src_w) {
-                load_global<VC, kVec>(rowp + iw * a.src_c, x);
-              } else {
-#pragma unroll
-                for (int q = 0; q < VC; ++q) x[q] = 0;
-              }
+              load_global<VC, kVec>(rowp + iw * a.src_c, x);
 #pragma unroll
               for (int jo = 0; jo < TWo; ++jo) {
+                // Taps past the kernel's width are zero weights: 0 * Inf would be NaN.
                 const int kk = i - jo;
-                if (kk >= 0 && kk < kChunk) {
+                if (kk >= 0 && kk < kChunk && k0 + kk < a.kw) {
 #pragma unroll
                   for (int q = 0; q < VC; ++q) acc[jo][q] += wv[kk][q] * x[q];
                 }
@@ -227,13 +223,9 @@ nhwc_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ weigh
 #pragma unroll
           for (int i = 0; i < A + TWo / S; ++i) {
             const int oc = q0 + i;
+            if (oc < 0 || oc >= a.src_w) continue;
             acc_t x[VC];
-            if (oc >= 0 && oc < a.src_w) {
-              load_global<VC, kVec>(rowp + oc * a.src_c, x);
-            } else {
-#pragma unroll
-              for (int q = 0; q < VC; ++q) x[q] = 0;
-            }
+            load_global<VC, kVec>(rowp + oc * a.src_c, x);
 #pragma unroll
             for (int jo = 0; jo < TWo; ++jo) {
               const int kw = jo + (A - i) * S;
@@ -350,15 +342,12 @@ bool launch_nhwc_variant(const scalar_t* src, const scalar_t* weight, const scal
   if (grid_x > std::numeric_limits<int32_t>::max() || grid_y > 65535) return false;
   const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y));
   const dim3 block(cl, sy);
-  auto launch = [&](auto kernel) {
-    allow_smem(kernel, smem);
-    kernel<<<grid, block, smem, stream>>>(src, weight, bias, dst, a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  };
   if (vec) {
-    launch(nhwc_kernel<scalar_t, K, S, VEC, BWD>);
+    launch_kernel<nhwc_kernel<scalar_t, K, S, VEC, BWD>>(grid, block, smem, stream, src, weight,
+                                                         bias, dst, a);
   } else {
-    launch(nhwc_kernel<scalar_t, K, S, 1, BWD>);
+    launch_kernel<nhwc_kernel<scalar_t, K, S, 1, BWD>>(grid, block, smem, stream, src, weight,
+                                                       bias, dst, a);
   }
   return true;
 }

@@ -78,6 +78,9 @@ wgrad_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict_
     }
     const int ih = oh * a.stride_h - a.pad_h + kh * a.dil_h;
     if (ih < 0 || ih >= a.in_h) continue;
+    // Outputs past the row's end do not exist: their zero grad_output must not multiply the
+    // input (0 * Inf would be NaN where F.conv2d has a value).
+    const int outputs = a.out_w - ow0;
     const scalar_t* xp = input + n * a.x_sn + (ci * x_sc + ih * x_sh);
     if constexpr (S == 1) {
       const int iw0 = ow0 - a.pad_w + kw0;
@@ -87,7 +90,7 @@ wgrad_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict_
         const acc_t xv = (iw >= 0 && iw < a.in_w) ? static_cast<acc_t>(xp[iw * x_sw]) : acc_t(0);
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) {
-          if (i - j >= 0 && i - j < V) acc[j] += g[i - j] * xv;
+          if (i - j >= 0 && i - j < V && i - j < outputs) acc[j] += g[i - j] * xv;
         }
       }
     } else {
@@ -98,7 +101,9 @@ wgrad_taps_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict_
 #pragma unroll
         for (int v = 0; v < V; ++v) {
           const int iw = (ow0 + v) * a.stride_w - a.pad_w + kw * a.dil_w;
-          if (iw >= 0 && iw < a.in_w) acc[j] += g[v] * static_cast<acc_t>(xp[iw * x_sw]);
+          if (v < outputs && iw >= 0 && iw < a.in_w) {
+            acc[j] += g[v] * static_cast<acc_t>(xp[iw * x_sw]);
+          }
         }
       }
     }
@@ -162,11 +167,10 @@ void launch_wgrad_taps(const at::Tensor& g, const at::Tensor& x, const Depthwise
   partial = at::empty({a.splits * p.out_channels * (p.kernel_h * p.kernel_w + 1)},
                       x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  wgrad_taps_kernel<scalar_t, S, index_t>
-      <<<dim3(static_cast<unsigned>(grid_x), a.splits), dim3(lanes, run_block), 0, stream>>>(
-          g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-          partial.mutable_data_ptr<acc_t>(), a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel<wgrad_taps_kernel<scalar_t, S, index_t>>(
+      dim3(static_cast<unsigned>(grid_x), a.splits), dim3(lanes, run_block), 0, stream,
+      g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+      partial.mutable_data_ptr<acc_t>(), a);
   splits_out = a.splits;
 }
 
