@@ -368,7 +368,14 @@ std::tuple<Tensor, Tensor> backward_weight(const Tensor& grad_output, const Tens
   const Plan plan_ = plan(q, [&](Kernel k, Isa isa) {
     run_backward_weight(k, isa, q, grad_output, input, weight_size);
   });
-  return run_backward_weight(plan_.kernel, plan_.isa, q, grad_output, input, weight_size);
+  auto grads = run_backward_weight(plan_.kernel, plan_.isa, q, grad_output, input, weight_size);
+  // A NaN or Inf in grad_output meets the zero padding on the kernels that materialise it
+  // (0 * Inf = NaN where PyTorch leaves padded taps out). A finite result had no such product;
+  // a non-finite one is recomputed on a kernel that visits in-bounds taps only (plan.h).
+  if (materialises_padding(plan_.kernel, q) && !all_finite(std::get<0>(grads)))
+    grads = run_backward_weight(Kernel::nhwc_pixels, plan_.isa, q, grad_output, input,
+                                weight_size);
+  return grads;
 }
 
 }  // namespace

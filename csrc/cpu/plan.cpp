@@ -346,9 +346,27 @@ bool runs_as_flipped_forward(Kernel k, const Problem& q) {
   return q.pass == Pass::bwd_input && (k == Kernel::nhwc_tiles || k == Kernel::channel_blocks);
 }
 
+bool materialises_padding(Kernel k, const Problem& q) {
+  DepthwiseParams f = q.p;
+  if (runs_as_flipped_forward(k, q) && !flipped_forward(q.p, &f)) return false;
+  const bool padded = has_padding(f);
+  switch (k) {
+    case Kernel::aten:
+      // PyTorch's oneDNN path leaves padded taps out, its other paths (float64, some small
+      // shapes) multiply them: counted as materialising, so non-finite weights never take it.
+      return q.pass == Pass::bwd_input || padded;
+    case Kernel::nchw_planes:
+      // Backward-input pads grad_output (by dilation * (k - 1) - padding, or the phase gather's
+      // margins) whatever the padding of the conv.
+      return q.pass == Pass::bwd_input || padded;
+    case Kernel::channel_blocks: return padded;
+    default: return false;
+  }
+}
+
 const char* unsupported(Kernel k, const Problem& q) {
   const DepthwiseParams& p = q.p;
-  const bool fwd = q.pass == Pass::fwd, bwd_input = q.pass == Pass::bwd_input;
+  const bool bwd_input = q.pass == Pass::bwd_input;
   // Backward-input on the kernels that only have a forward: the flipped forward conv.
   DepthwiseParams f = p;
   if (bwd_input && (k == Kernel::nhwc_tiles || k == Kernel::channel_blocks) &&
@@ -360,10 +378,13 @@ const char* unsupported(Kernel k, const Problem& q) {
       if (q.pass == Pass::bwd_weight)
         return "not a candidate for backward-weight: its sums need not be the same bits for "
                "every thread count, and it is 1.5-25x slower there";
+      if (!q.weights_finite && materialises_padding(k, q))
+        return "PyTorch's non-oneDNN paths multiply non-finite weights by the zero padding";
       return nullptr;
     case Kernel::nchw_planes:
       if (!planes_fit(p)) return "its padded plane buffer would be far larger than the planes";
-      if (((fwd && has_padding(p)) || bwd_input) && !q.weights_finite) return kMaterialisesPadding;
+      if (q.pass != Pass::bwd_weight && !q.weights_finite && materialises_padding(k, q))
+        return kMaterialisesPadding;
       return nullptr;
     case Kernel::nhwc_pixels: return nullptr;
     case Kernel::nhwc_tiles:
@@ -375,7 +396,7 @@ const char* unsupported(Kernel k, const Problem& q) {
       if (q.dtype == Dtype::kDouble) return "float32, bfloat16 and float16 only";
       if (p.multiplier != 1) return "multiplier 1 only";
       if (!blocks_fit(f)) return "its ring of padded rows would be far larger than the planes";
-      if (q.pass != Pass::bwd_weight && has_padding(f) && !q.weights_finite)
+      if (q.pass != Pass::bwd_weight && !q.weights_finite && materialises_padding(k, q))
         return kMaterialisesPadding;
       return nullptr;
   }

@@ -82,6 +82,12 @@ struct Plan {
 // Whether a kernel can run a problem: nullptr if it can, else why not.
 const char* unsupported(Kernel k, const Problem& q);
 
+// Whether kernel k multiplies by materialised zero padding on this problem: then a non-finite
+// weight (forward, backward-input: a plan input, weights_finite) or grad_output (backward-weight:
+// seen only in the result, which the host recomputes on nhwc_pixels when it is not finite) would
+// give NaN where PyTorch leaves padded taps out.
+bool materialises_padding(Kernel k, const Problem& q);
+
 // The layout a kernel runs the problem in (a different one means copies in and out), and
 // whether backward-input runs as the forward conv of grad_output with the flipped kernel.
 bool runs_channels_last(Kernel k, const Problem& q);
