@@ -12,7 +12,10 @@ routes it does not apply to are left out of that row), optionally in several ISA
 noisy machine (a shared VM can swing 2x between seconds) only ratios taken close together mean
 anything, so PyTorch and every route are timed in rounds, one after the other in the same
 process, and the report is the median over rounds of the per-round ratio torch time / route
-time. The line starts with the competing load measured before the row (CPUs busy elsewhere)."""
+time. The line starts with the competing load measured before the row (CPUs busy elsewhere).
+On a machine others are loading, `--threads 1 --clock thread` times each call by the CPU time of
+the calling thread (time.thread_time: with one thread every kernel, PyTorch's included, runs on
+it), which waiting for a core does not inflate."""
 import argparse
 import statistics
 import time
@@ -27,12 +30,15 @@ from fastdw.benchmark.suites import load_suite
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def median_time(fn, reps):
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
+def median_time(fn, reps, clock=time.perf_counter):
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
@@ -94,7 +100,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--block-ms", type=float, default=20.0,
                         help="time per timing block (reps are chosen to fill it)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall (default), or thread: CPU time of this thread (--threads 1)")
     args = parser.parse_args()
+    if args.clock == "thread" and args.threads != 1:
+        parser.error("--clock thread measures one thread: use it with --threads 1")
+    clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     routes = []
     for k in args.kernels:
@@ -102,7 +113,8 @@ def main():
             routes.append(k)
         else:
             routes += [f"{k}@{isa}" for isa in args.isa]
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}, {args.which}, "
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock, "
+          f"{args.dtype}, {args.which}, "
           f"ISA {planner.CpuBackend().isa}; per route: median time, median over rounds of the "
           "ratio torch / route ('-': the kernel does not apply)")
     for suite in args.suite:
@@ -120,14 +132,15 @@ def main():
                     ref(), ref()
                     for fn in fns.values():
                         fn(), fn()
-                    reps = max(5, min(200, int(args.block_ms / 1e3 / median_time(ref, 3))))
+                    reps = max(5, min(200, int(args.block_ms / 1e3 /
+                                            median_time(ref, 3, clock))))
                     times = {r: [] for r in ["torch"] + live}
                     ratios = {r: [] for r in live}
                     for _ in range(args.rounds):
-                        t_ref = median_time(ref, reps)
+                        t_ref = median_time(ref, reps, clock)
                         times["torch"].append(t_ref)
                         for r, fn in fns.items():
-                            t = median_time(fn, reps)
+                            t = median_time(fn, reps, clock)
                             times[r].append(t)
                             ratios[r].append(t_ref / t)
                     cells = "  ".join(
