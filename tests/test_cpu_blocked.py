@@ -61,7 +61,9 @@ DIRECT_CONFIGS = [
     Conv(1, 72, 4, 30, kh=7, kw=7, padding=(3, 3)),                    # 4 + 0 + 1 + 8-lane tail
 ]
 
-KERNEL_CONFIGS = {"channel_blocks": BLOCKED_CONFIGS, "nhwc_tiles": DIRECT_CONFIGS}
+# nhwc_pixels' weight gradient has register tiles for the shapes nhwc_tiles takes.
+KERNEL_CONFIGS = {"channel_blocks": BLOCKED_CONFIGS, "nhwc_tiles": DIRECT_CONFIGS,
+                  "nhwc_pixels": DIRECT_CONFIGS}
 
 
 def _isas():

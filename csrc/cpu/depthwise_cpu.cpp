@@ -337,7 +337,8 @@ std::tuple<Tensor, Tensor> run_backward_weight(Kernel k, Isa isa, const Problem&
     Tensor partial = at::empty({chunks, taps + 1, p.out_channels},
                                input.options().dtype(acc_type(input.scalar_type())));
     a.dst = partial.mutable_data_ptr();
-    launch(Entry::backward_weight_nhwc_pixels, isa, p, a, chunks, 1);
+    launch(Entry::backward_weight_nhwc_pixels, isa, p, a,
+           chunks * ((p.in_channels + kLanes - 1) / kLanes), 1);
     if (partial.scalar_type() == at::kDouble)
       reduce_chunk_partials(p, partial.const_data_ptr<double>(), chunks, gw_ptr, gb_ptr);
     else

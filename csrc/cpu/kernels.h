@@ -103,11 +103,14 @@ inline TileGroup tile_group(int64_t channels, int64_t g) {
   return {b, 1, false};
 }
 
-// Rows of the channels_last per-pixel weight gradient per chunk: from the shape alone, never
-// from the thread count, so the order of its sums is fixed.
+// Rows per chunk of the channels_last per-pixel weight gradient, whose work items are (chunk,
+// block of kLanes channels): from the shape alone, never from the thread count, so the order of
+// its sums is fixed. About 64 items, chunks as long as that allows (the accumulators of a
+// block stay in registers over a chunk's rows).
 inline int64_t pixel_weight_rows_per_chunk(const DepthwiseParams& p) {
-  constexpr int64_t kMaxChunks = 64;
-  return std::max<int64_t>(1, (p.batch * p.out_h + kMaxChunks - 1) / kMaxChunks);
+  const int64_t rows = p.batch * p.out_h, blocks = (p.in_channels + kLanes - 1) / kLanes;
+  const int64_t chunks = std::clamp<int64_t>((64 + blocks - 1) / blocks, 1, std::max<int64_t>(1, rows));
+  return std::max<int64_t>(1, (rows + chunks - 1) / chunks);
 }
 
 // ---- the entry points --------------------------------------------------------------------
@@ -141,7 +144,8 @@ struct KernelArgs {
 //   backward_input_nchw_planes   input planes (n, c)
 //   backward_input_nhwc_pixels   input rows (n, ih)
 //   backward_weight_nchw_planes  input channels c
-//   backward_weight_nhwc_pixels  chunks of rows_per_chunk output rows (partial sums)
+//   backward_weight_nhwc_pixels  (chunk of rows_per_chunk output rows, kLanes-channel block),
+//                                chunk-major (partial sums)
 //   backward_weight_blocked      BlockedGeometry items, geometry for a fixed thread count
 //                                (partial sums)
 #define FASTDW_CPU_ENTRY_POINTS(X, ARG) \
