@@ -8,6 +8,7 @@ Kernels (``kernels()``; ``csrc/cpu/README.md`` has the table of where each wins)
 ``nchw_planes``     NCHW, any geometry (padded, stride-phase-split planes)
 ``nhwc_pixels``     channels_last, any geometry (per pixel over in-bounds taps)
 ``nhwc_tiles``      channels_last forward: register tiles read in place (3x3/5x5/7x7, s1/s2)
+``nhwc_windows``    the shapes of ``nhwc_tiles``: one channel block in sliding windows
 ``channel_blocks``  multiplier 1, either layout: 16-channel blocks of rows converted once
 
 How the choice is made, first match wins:

@@ -63,7 +63,7 @@ DIRECT_CONFIGS = [
 
 # nhwc_pixels' weight gradient has register tiles for the shapes nhwc_tiles takes.
 KERNEL_CONFIGS = {"channel_blocks": BLOCKED_CONFIGS, "nhwc_tiles": DIRECT_CONFIGS,
-                  "nhwc_pixels": DIRECT_CONFIGS}
+                  "nhwc_windows": DIRECT_CONFIGS, "nhwc_pixels": DIRECT_CONFIGS}
 
 
 def _isas():

@@ -94,20 +94,28 @@ Packed pack_per_channel(const Tensor& weight, const std::optional<Tensor>& bias,
   if (bias.has_value()) out.bias = bias->to(acc).contiguous();
   return out;
 }
-// [block][taps + 1][kLanes] floats, the taps then the bias, zero past the last channel. A plain
-// loop: a chain of tensor ops to do the same costs more than the kernel on small layers.
+// [block][taps + 1][kLanes] floats, the taps (in reverse order when `flipped`: the kernel
+// rotated by 180 degrees) then the bias, zero past the last channel. Plain loops, 16 channels at
+// a time: a chain of tensor ops to do the same costs more than the kernel on small layers.
 Tensor pack_blocks(const Tensor& weight, const std::optional<Tensor>& bias,
-                   const DepthwiseParams& p) {
+                   const DepthwiseParams& p, bool flipped = false) {
   const int64_t taps = p.taps(), C = p.out_channels, blocks = (C + kLanes - 1) / kLanes;
   const Tensor w = weight.to(at::kFloat).contiguous();
   const Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : Tensor();
-  Tensor packed = at::zeros({blocks, taps + 1, kLanes}, weight.options().dtype(at::kFloat));
+  Tensor packed = at::empty({blocks, taps + 1, kLanes}, weight.options().dtype(at::kFloat));
   const float* w_ptr = w.const_data_ptr<float>();
+  const float* b_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
   float* out = packed.mutable_data_ptr<float>();
-  for (int64_t c = 0; c < C; ++c) {
-    float* dst = out + (c / kLanes) * (taps + 1) * kLanes + c % kLanes;
-    for (int64_t t = 0; t < taps; ++t) dst[t * kLanes] = w_ptr[c * taps + t];
-    if (b.defined()) dst[taps * kLanes] = b.const_data_ptr<float>()[c];
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t c0 = blk * kLanes, lanes = std::min(kLanes, C - c0);
+    float* dst = out + blk * (taps + 1) * kLanes;
+    for (int64_t t = 0; t < taps; ++t) {
+      const float* src = w_ptr + c0 * taps + (flipped ? taps - 1 - t : t);
+      for (int64_t l = 0; l < lanes; ++l) dst[t * kLanes + l] = src[l * taps];
+      for (int64_t l = lanes; l < kLanes; ++l) dst[t * kLanes + l] = 0.f;
+    }
+    for (int64_t l = 0; l < kLanes; ++l)
+      dst[taps * kLanes + l] = b_ptr && l < lanes ? b_ptr[c0 + l] : 0.f;
   }
   return packed;
 }
@@ -132,22 +140,35 @@ Tensor in_format(const Tensor& result, c10::MemoryFormat fmt) {
   return at::empty(s, result.options().memory_format(fmt)).copy_(result);
 }
 
+// The plan for q, whose weights_finite is an input: planned as finite, the weights are checked
+// only when the chosen kernel would multiply them by materialised padding (a pass over the
+// weights costs more than a small layer's kernel otherwise), and q replanned if one is not.
+Plan plan_for_weights(Problem& q, const Tensor& weight, const RunFn& run) {
+  q.weights_finite = true;
+  const Plan first = plan(q, run);
+  if (!materialises_padding(first.kernel, q) || all_finite(weight)) return first;
+  q.weights_finite = false;
+  return plan(q, run);
+}
+
 // ---- forward ---------------------------------------------------------------------------------
 
-// The forward pass of kernel k (not aten) on dense tensors in its layout p, into `out`.
+// The forward pass of kernel k (not aten) on dense tensors in its layout p, into `out`; with
+// `flipped`, of the weight rotated by 180 degrees (backward-input as a forward conv).
 void forward_kernel(Kernel k, Isa isa, const DepthwiseParams& p, const Tensor& x,
-                    const Tensor& weight, const std::optional<Tensor>& bias, Tensor& out) {
+                    const Tensor& weight, const std::optional<Tensor>& bias, Tensor& out,
+                    bool flipped = false) {
   KernelArgs a;
   a.dtype = dtype_of(x.scalar_type());
   a.src = x.const_data_ptr();
   a.dst = out.mutable_data_ptr();
   const int64_t taps = p.taps();
-  if (k == Kernel::nhwc_tiles || k == Kernel::channel_blocks) {
-    const Tensor packed = pack_blocks(weight, bias, p);
+  if (k == Kernel::nhwc_tiles || k == Kernel::nhwc_windows || k == Kernel::channel_blocks) {
+    const Tensor packed = pack_blocks(weight, bias, p, flipped);
     a.weight = packed.const_data_ptr();
-    if (k == Kernel::nhwc_tiles) {
-      launch(Entry::forward_nhwc_tiles, isa, p, a,
-             p.batch * p.out_h * tile_group_count(p.in_channels),
+    if (k != Kernel::channel_blocks) {
+      launch(k == Kernel::nhwc_tiles ? Entry::forward_nhwc_tiles : Entry::forward_nhwc_windows,
+             isa, p, a, p.batch * p.out_h * tile_group_count(p.in_channels),
              grain_for(p.out_w * 4 * kLanes * taps));
     } else {
       a.blocked = blocked_geometry(p, at::get_num_threads());
@@ -155,6 +176,7 @@ void forward_kernel(Kernel k, Isa isa, const DepthwiseParams& p, const Tensor& x
     }
     return;
   }
+  TORCH_CHECK(!flipped, "fastdw: only the forward-only kernels run flipped forwards");
   const Packed packed = pack_per_channel(weight, bias, p, k == Kernel::nhwc_pixels);
   a.weight = packed.weight.const_data_ptr();
   a.bias = packed.bias.defined() ? packed.bias.const_data_ptr() : nullptr;
@@ -189,11 +211,11 @@ Tensor forward(const Tensor& input, const Tensor& weight, const std::optional<Te
   if (p.output_numel() == 0)
     return at::empty({p.batch, p.out_channels, p.out_h, p.out_w},
                      input.options().memory_format(layout_of(p.channels_last)));
-  const bool finite = (p.pad_h == 0 && p.pad_w == 0) || all_finite(weight);
-  const Problem q{p, dtype_of(input.scalar_type()), Pass::fwd, finite, at::get_num_threads()};
-  const Plan plan_ = plan(q, [&](Kernel k, Isa isa) {
+  Problem q{p, dtype_of(input.scalar_type()), Pass::fwd, true, at::get_num_threads()};
+  const auto run = [&](Kernel k, Isa isa) {
     run_forward(k, isa, q, input, weight, bias, stride, padding, dilation);
-  });
+  };
+  const Plan plan_ = plan_for_weights(q, weight, run);
   return run_forward(plan_.kernel, plan_.isa, q, input, weight, bias, stride, padding, dilation);
 }
 
@@ -218,7 +240,7 @@ Tensor run_backward_input(Kernel k, Isa isa, const Problem& q, const Tensor& gra
   if (runs_as_flipped_forward(k, q)) {
     DepthwiseParams f;
     flipped_forward(p, &f);
-    forward_kernel(k, isa, f, g, weight.flip({2, 3}), std::nullopt, grad_input);
+    forward_kernel(k, isa, f, g, weight, std::nullopt, grad_input, /*flipped=*/true);
     return in_format(grad_input, fmt);
   }
   const Packed packed = pack_per_channel(weight, std::nullopt, p, k == Kernel::nhwc_pixels);
@@ -248,11 +270,11 @@ Tensor backward_input(const Tensor& grad_output, const Tensor& weight, IntArrayR
   if (p.input_numel() == 0) return at::empty(input_size, grad_output.options().memory_format(fmt));
   if (grad_output.numel() == 0)
     return at::zeros(input_size, grad_output.options().memory_format(fmt));
-  const Problem q{p, dtype_of(grad_output.scalar_type()), Pass::bwd_input, all_finite(weight),
-                  at::get_num_threads()};
-  const Plan plan_ = plan(q, [&](Kernel k, Isa isa) {
+  Problem q{p, dtype_of(grad_output.scalar_type()), Pass::bwd_input, true, at::get_num_threads()};
+  const auto run = [&](Kernel k, Isa isa) {
     run_backward_input(k, isa, q, grad_output, weight, input_size, stride, padding, dilation);
-  });
+  };
+  const Plan plan_ = plan_for_weights(q, weight, run);
   return run_backward_input(plan_.kernel, plan_.isa, q, grad_output, weight, input_size, stride,
                             padding, dilation);
 }

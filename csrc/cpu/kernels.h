@@ -119,7 +119,8 @@ inline int64_t pixel_weight_rows_per_chunk(const DepthwiseParams& p) {
 // float). Weights come packed as the kernel reads them (see pack_weights in the host code):
 //   nchw_planes  [C*m][taps] acc, bias [C*m] acc
 //   nhwc_pixels  [taps][C*m] acc, bias [C*m] acc
-//   nhwc_tiles, channel_blocks  [block][taps + 1][kLanes] float (the taps, then the bias)
+//   nhwc_tiles, nhwc_windows, channel_blocks  [block][taps + 1][kLanes] float (the taps, then
+//                the bias; the taps reversed for a flipped forward)
 struct KernelArgs {
   Dtype dtype = Dtype::kFloat;
   const void* src = nullptr;    // forward: input; backward: grad_output
@@ -140,6 +141,7 @@ struct KernelArgs {
 //   forward_nchw_planes          input planes (n, c)
 //   forward_nhwc_pixels          output rows (n, oh)
 //   forward_nhwc_tiles           (n, oh, tile_group), group fastest
+//   forward_nhwc_windows         the same
 //   forward_blocked              BlockedGeometry items
 //   backward_input_nchw_planes   input planes (n, c)
 //   backward_input_nhwc_pixels   input rows (n, ih)
@@ -152,6 +154,7 @@ struct KernelArgs {
   X(ARG, forward_nchw_planes)           \
   X(ARG, forward_nhwc_pixels)           \
   X(ARG, forward_nhwc_tiles)            \
+  X(ARG, forward_nhwc_windows)          \
   X(ARG, forward_blocked)               \
   X(ARG, backward_input_nchw_planes)    \
   X(ARG, backward_input_nhwc_pixels)    \

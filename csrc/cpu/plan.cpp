@@ -65,9 +65,10 @@ constexpr const char* kMaterialisesPadding =
 // Rules are tried in order; the first whose condition holds and whose kernel applies
 // (unsupported() == nullptr) decides. The last rule of each pass always applies. Ratios are
 // in-process A/B medians (bench/cpu_routes_ab.py) on the MobileNetV2, EfficientNet-B0 and
-// ConvNeXt-T depthwise layers at N = 1 and 8; "Zen 4" is the 2-vCPU AMD EPYC of
-// bench/results/cpu-amd-epyc-zen4-2core_2026-11-28_*, "SPR" the 2-vCPU Xeon (Sapphire Rapids
-// class) of bench/results/cpu-intel-xeon-spr-2core_2026-11-30_*.
+// ConvNeXt-T depthwise layers at N = 1 and 8, taken on the 2-vCPU AMD EPYC (Zen 4) whose
+// benchmark runs are bench/results/cpu-amd-epyc-zen4-2core_2026-11-28_*. They have not been
+// re-derived on an Intel CPU yet (no committed Intel results): on another CPU, tune (benchmark
+// mode, python -m fastdw tune) rather than trust them.
 struct Rule {
   Pass pass;
   Kernel kernel;
@@ -77,19 +78,31 @@ struct Rule {
 
 bool cl(const Problem& q) { return q.p.channels_last; }
 bool always(const Problem&) { return true; }
+// Where one block in sliding windows beats the 4 x 4 tiles of the in-place forward: always for
+// bfloat16/float16 (each input vector converted once per kernel row); in float for stride 1 on
+// rows of 14 outputs and more with 64 channels and more (Zen 4: 1.1-1.6x; the tiles stay ahead
+// on stride 2, 7-wide rows and 32 channels).
+bool windows_win(const Problem& q) {
+  return half_type(q.dtype) ||
+         (q.p.stride_w == 1 && q.p.in_channels >= 64 && q.p.out_w >= 14);
+}
 
 const Rule kRules[] = {
     // ---- forward
+    {Pass::fwd, Kernel::nhwc_windows,
+     [](const Problem& q) { return cl(q) && q.dtype == Dtype::kFloat && windows_win(q); },
+     "channels_last float32, stride 1, >= 64 channels, rows of >= 14: the in-place sliding "
+     "windows (Zen 4: 1.1-1.6x over nhwc_tiles)"},
     {Pass::fwd, Kernel::nhwc_tiles,
      [](const Problem& q) { return cl(q) && q.dtype == Dtype::kFloat; },
      "channels_last float32: the in-place tiles (Zen 4: 1.1-1.9x over channel_blocks and "
      "nhwc_pixels on every layer they fit)"},
-    {Pass::fwd, Kernel::nhwc_tiles,
+    {Pass::fwd, Kernel::nhwc_windows,
      [](const Problem& q) {
        return cl(q) && half_type(q.dtype) && q.p.batch * out_plane(q.p) < 8 * 14 * 14;
      },
      "channels_last bfloat16/float16, small layers (N * output plane < 8 * 14 * 14): the "
-     "in-place tiles (Zen 4: 1.0-1.3x over channel_blocks)"},
+     "in-place sliding windows (Zen 4: 1.0-1.3x over channel_blocks)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
        return cl(q) && (q.p.taps() >= 25 || (half_type(q.dtype) && q.p.stride_w == 1));
@@ -111,6 +124,9 @@ const Rule kRules[] = {
      "NCHW 7x7 planes and smaller with N * C >= 4096 (Zen 4: 1.1-1.7x over nchw_planes)"},
     {Pass::fwd, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: padded, stride-phase-split planes"},
+    {Pass::fwd, Kernel::nhwc_windows, windows_win,
+     "the in-place windows visit in-bounds taps only (the NCHW kernels do not apply: non-finite "
+     "weights over padding, or padding far beyond the plane)"},
     {Pass::fwd, Kernel::nhwc_tiles, always,
      "the in-place tiles visit in-bounds taps only (the NCHW kernels do not apply: non-finite "
      "weights over padding, or padding far beyond the plane)"},
@@ -335,15 +351,20 @@ bool runs_channels_last(Kernel k, const Problem& q) {
   switch (k) {
     case Kernel::nchw_planes: return false;
     case Kernel::nhwc_pixels:
-    case Kernel::nhwc_tiles: return true;
+    case Kernel::nhwc_tiles:
+    case Kernel::nhwc_windows: return true;
     case Kernel::aten:
     case Kernel::channel_blocks: return q.p.channels_last;
   }
   return q.p.channels_last;
 }
 
+bool forward_only(Kernel k) {
+  return k == Kernel::nhwc_tiles || k == Kernel::nhwc_windows || k == Kernel::channel_blocks;
+}
+
 bool runs_as_flipped_forward(Kernel k, const Problem& q) {
-  return q.pass == Pass::bwd_input && (k == Kernel::nhwc_tiles || k == Kernel::channel_blocks);
+  return q.pass == Pass::bwd_input && forward_only(k);
 }
 
 bool materialises_padding(Kernel k, const Problem& q) {
@@ -369,8 +390,7 @@ const char* unsupported(Kernel k, const Problem& q) {
   const bool bwd_input = q.pass == Pass::bwd_input;
   // Backward-input on the kernels that only have a forward: the flipped forward conv.
   DepthwiseParams f = p;
-  if (bwd_input && (k == Kernel::nhwc_tiles || k == Kernel::channel_blocks) &&
-      !flipped_forward(p, &f))
+  if (bwd_input && forward_only(k) && !flipped_forward(p, &f))
     return "has no backward-input of its own, and this one is no plain conv (stride 1, "
            "multiplier 1, padding <= dilation * (k - 1))";
   switch (k) {
@@ -388,6 +408,7 @@ const char* unsupported(Kernel k, const Problem& q) {
       return nullptr;
     case Kernel::nhwc_pixels: return nullptr;
     case Kernel::nhwc_tiles:
+    case Kernel::nhwc_windows:
       if (q.dtype == Dtype::kDouble) return "float32, bfloat16 and float16 only";
       if (q.pass == Pass::bwd_weight) return "forward (and flipped-forward backward-input) only";
       if (!tiles_fit(f)) return "multiplier 1, square 3x3/5x5/7x7, stride 1 or 2, dilation 1 only";

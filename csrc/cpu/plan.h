@@ -37,7 +37,11 @@ namespace cpu {
     "in-bounds taps, channels as vector lanes")                                                 \
   X(nhwc_tiles,                                                                                 \
     "channels_last forward, multiplier 1, square 3x3/5x5/7x7, stride 1 or 2, dilation 1: "     \
-    "register tiles of pixels x 16-channel blocks reading the input in place")                 \
+    "register tiles of 4 pixels x 4 16-channel blocks reading the input in place, multiply-adds " \
+    "with memory operands")                                                                     \
+  X(nhwc_windows,                                                                               \
+    "the shapes of nhwc_tiles: sliding windows of 8 pixels x one 16-channel block, each input " \
+    "vector loaded (and converted) once per kernel row")                                       \
   X(channel_blocks,                                                                             \
     "multiplier 1, float/bfloat16/float16, either layout: 16-channel blocks of input rows "    \
     "converted once to float into a ring with the padding materialised")
