@@ -6,19 +6,16 @@ csrc/cpu/plan.cpp were measured.
     python bench/cpu_routes_ab.py --isa avx512 avx2 --kernels nhwc_tiles
 
 Each route is a kernel of fastdw.planner.kernels() forced for the call (wherever it applies;
-routes it does not apply to are left out of that row), optionally in several ISA copies
-(kernel@isa), plus `planned` (the planner's own choice, which may be PyTorch's convolution,
-`aten`) and `torch` (F.conv2d / aten.convolution_backward, the baseline of every ratio). On a
-noisy machine (a shared VM can swing 2x between seconds) only ratios taken close together mean
-anything, so PyTorch and every route are timed in rounds, one after the other in the same
-process, and the report is the median over rounds of the per-round ratio torch time / route
-time. The line starts with the competing load measured before the row (CPUs busy elsewhere).
-On a machine others are loading, `--threads 1 --clock thread` times each call by the CPU time of
-the calling thread (time.thread_time: with one thread every kernel, PyTorch's included, runs on
-it), which waiting for a core does not inflate."""
+routes it does not apply to show '-'), optionally in several ISA copies (kernel@isa), plus
+`planned` (the planner's own choice, named in the cell, which may be PyTorch's `aten`) and `torch`
+(F.conv2d / aten.convolution_backward, the baseline of every ratio). Timing is the benchmark
+engine's (fastdw.benchmark.timing.time_cpu_group): PyTorch and every route interleaved in
+rounds in one process, so load from elsewhere falls on all alike; each cell is the route's
+median time and the ratio of medians torch / route. The line starts with the competing load
+measured before the row (CPUs busy elsewhere). `python -m fastdw bench` compares the planned
+op and fastdw's own kernels (provider fastdw-cpu-kernels) with PyTorch; this script is the one
+that times each kernel, forced, side by side."""
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -26,20 +23,9 @@ import torch.nn.functional as F
 from fastdw import _C, planner
 from fastdw.benchmark.runner import _busy_elsewhere
 from fastdw.benchmark.suites import load_suite
+from fastdw.benchmark.timing import TimerConfig, time_cpu_group
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
-
-
-def median_time(fn, reps, clock=time.perf_counter):
-    times = []
-    for _ in range(reps):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return statistics.median(times)
 
 
 def calls(shape, n, dtype, channels_last, which):
@@ -97,15 +83,12 @@ def main():
     parser.add_argument("--isa", nargs="+", default=None,
                         help="ISA copies to time each kernel in (default: the planner's)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--block-ms", type=float, default=20.0,
-                        help="time per timing block (reps are chosen to fill it)")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="wall (default), or thread: CPU time of this thread (--threads 1)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--min-time", type=float, default=0.5,
+                        help="seconds of timing per route and row, over all rounds")
     args = parser.parse_args()
-    if args.clock == "thread" and args.threads != 1:
-        parser.error("--clock thread measures one thread: use it with --threads 1")
-    clock = CLOCKS[args.clock]
+    timer = TimerConfig(min_time=args.min_time, rounds=args.rounds,
+                        warmup=min(0.05, args.min_time))
     torch.set_num_threads(args.threads)
     routes = []
     for k in args.kernels:
@@ -113,10 +96,9 @@ def main():
             routes.append(k)
         else:
             routes += [f"{k}@{isa}" for isa in args.isa]
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock, "
-          f"{args.dtype}, {args.which}, "
-          f"ISA {planner.CpuBackend().isa}; per route: median time, median over rounds of the "
-          "ratio torch / route ('-': the kernel does not apply)")
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}, {args.which}, "
+          f"ISA {planner.CpuBackend().isa}; per route: median time, ratio of medians "
+          "torch / route ('-': the kernel does not apply)")
     for suite in args.suite:
         for shape in load_suite(suite).shapes:
             if shape.kind != "depthwise":  # separable layers are not CPU-kernel routes
@@ -127,30 +109,19 @@ def main():
                                           layout == "channels_last", args.which)
                     live = [r for r in routes if r == "planned"
                             or planner.unsupported(r.partition("@")[0], prob) is None]
-                    fns = {r: routed(op, r) for r in live}
                     busy = _busy_elsewhere(0.2)
-                    ref(), ref()
-                    for fn in fns.values():
-                        fn(), fn()
-                    reps = max(5, min(200, int(args.block_ms / 1e3 /
-                                            median_time(ref, 3, clock))))
-                    times = {r: [] for r in ["torch"] + live}
-                    ratios = {r: [] for r in live}
-                    for _ in range(args.rounds):
-                        t_ref = median_time(ref, reps, clock)
-                        times["torch"].append(t_ref)
-                        for r, fn in fns.items():
-                            t = median_time(fn, reps, clock)
-                            times[r].append(t)
-                            ratios[r].append(t_ref / t)
+                    times = time_cpu_group(
+                        {"torch": ref, **{r: routed(op, r) for r in live}}, timer)
+                    t_ref = times["torch"].median_ms
+                    planned = planner._plan_of(prob).kernel
                     cells = "  ".join(
-                        f"{r}: " + (f"{statistics.median(times[r]) * 1e6:8.1f} us "
-                                    f"{statistics.median(ratios[r]):4.2f}x" if r in live else "-")
+                        (f"planned ({planned})" if r == "planned" else r) + ": "
+                        + (f"{times[r].median_ms * 1e3:8.1f} us "
+                           f"{t_ref / times[r].median_ms:4.2f}x" if r in live else "-")
                         for r in routes)
                     print(f"busy {busy if busy is not None else '?'} | {suite:16} "
-                          f"{shape.label:14} N={n:<3} {layout:13} torch "
-                          f"{statistics.median(times['torch']) * 1e6:8.1f} us | {cells}",
-                          flush=True)
+                          f"{shape.label:14} N={n:<3} {layout:13} "
+                          f"torch {t_ref * 1e3:8.1f} us | {cells}", flush=True)
 
 
 if __name__ == "__main__":
