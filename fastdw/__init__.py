@@ -1,10 +1,12 @@
 """fastdw: fast depthwise and depthwise-separable convolutions for PyTorch."""
 from . import reference
 from .backends import available_backends
+from .errors import ArgumentError, DtypeError
 from .ops import depthwise_conv2d
 from .separable import depthwise_separable_conv2d
-from . import models, nn
+from . import export, models, nn
 from .convert import ConversionReport, convert
+from .revert import RevertReport, revert
 from .nn import DepthwiseConv2d, DepthwiseSeparableConv2d
 
 __version__ = "0.1.0"
@@ -16,4 +18,5 @@ planner.load_plans()
 
 __all__ = ["depthwise_conv2d", "depthwise_separable_conv2d", "available_backends", "reference",
            "__version__", "nn", "models", "convert", "ConversionReport", "DepthwiseConv2d",
-           "DepthwiseSeparableConv2d", "explain", "planner"]
+           "DepthwiseSeparableConv2d", "export", "revert", "RevertReport",
+           "ArgumentError", "DtypeError", "explain", "planner"]

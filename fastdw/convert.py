@@ -16,12 +16,12 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from .activations import module_activation
 from .nn import (DepthwiseConv2d, DepthwiseSeparableConv2d, depthwise_mismatch,
                  separable_mismatch)
 
 __all__ = ["convert", "ConversionReport", "Entry"]
 
-_ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.GELU: "gelu"}
 _BATCHNORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
@@ -50,15 +50,20 @@ class ConversionReport:
                 f"folded {len(self.folded)} BatchNorm, fused {len(self.fused)} separable chains")
 
     def __str__(self) -> str:
-        lines = [self.summary()]
-        for title, entries in (("replaced", self.replaced), ("folded", self.folded),
-                               ("fused", self.fused), ("skipped", self.skipped)):
-            if entries:
-                lines.append(f"{title}:")
-                width = max(len(e.name or "<root>") for e in entries)
-                lines += [f"  {(e.name or '<root>'):<{width}}  {e.module:<20}  {e.detail}"
-                          for e in entries]
-        return "\n".join(lines)
+        return format_report(self.summary(), (("replaced", self.replaced), ("folded", self.folded),
+                                              ("fused", self.fused), ("skipped", self.skipped)))
+
+
+def format_report(summary: str, sections) -> str:
+    """The summary line, then each non-empty ``(title, entries)`` section, one entry a line."""
+    lines = [summary]
+    for title, entries in sections:
+        if entries:
+            lines.append(f"{title}:")
+            width = max(len(e.name or "<root>") for e in entries)
+            lines += [f"  {(e.name or '<root>'):<{width}}  {e.module:<20}  {e.detail}"
+                      for e in entries]
+    return "\n".join(lines)
 
 
 def _join(prefix: str, name: str) -> str:
@@ -213,10 +218,8 @@ def _fold_pass(leaves, report: ConversionReport, uses: Counter) -> None:
 
 def _activation_of(module: nn.Module) -> Tuple[bool, Optional[str]]:
     """(is a fusable activation, its name for the fused op)."""
-    name = _ACTIVATIONS.get(type(module))
+    name = module_activation(module)
     if name is None or _has_hooks(module):
-        return False, None
-    if name == "gelu" and module.approximate != "none":
         return False, None
     return True, name
 

@@ -12,14 +12,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _args
+from . import _args, activations, geometry
+from .errors import ArgumentError
+from .export import torchscript as _torchscript
 from .ops import depthwise_conv2d
 from .separable import depthwise_separable_conv2d as _separable
 
 __all__ = ["DepthwiseConv2d", "DepthwiseSeparableConv2d", "SEPARABLE_ACTIVATIONS"]
 
 #: Activations the fused separable op applies between the depthwise and the pointwise conv.
-SEPARABLE_ACTIVATIONS = (None, "relu", "relu6", "gelu")
+SEPARABLE_ACTIVATIONS = (None,) + tuple(n for n in activations.NAMES if n != "none")
 
 
 def _autocast(*tensors: Optional[torch.Tensor]):
@@ -40,13 +42,23 @@ def _autocast(*tensors: Optional[torch.Tensor]):
 
 def _check_channels(module: nn.Module, input: torch.Tensor, channels: int) -> None:
     # nn.Conv2d rejects a wrong channel count; the functional op would instead read a weight of
-    # C*m filters as a depth multiplier for any divisor of C*m, so the module checks.
+    # C*m filters as a depth multiplier for any divisor of C*m, so the module checks. The
+    # exception types are nn.Conv2d's (TypeError; RuntimeError, which ArgumentError also is).
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"fastdw: {type(module).__name__} expects a torch.Tensor input, "
+                        f"got {type(input).__name__}")
     if input.dim() not in (3, 4):
-        raise ValueError(f"fastdw: {type(module).__name__} expects a 3-D (C, H, W) or 4-D "
-                         f"(N, C, H, W) input, got shape {tuple(input.shape)}")
+        raise ArgumentError(f"fastdw: {type(module).__name__} expects a 3-D (C, H, W) or "
+                                  f"4-D (N, C, H, W) input, got shape {tuple(input.shape)}")
     if input.shape[-3] != channels:
-        raise ValueError(f"fastdw: {type(module).__name__} expects {channels} input channels, "
-                         f"got input of shape {tuple(input.shape)}")
+        raise ArgumentError(f"fastdw: {type(module).__name__} expects {channels} input "
+                                  f"channels, got input of shape {tuple(input.shape)}")
+
+
+def _has_kernel_for(device: torch.device) -> bool:
+    key = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta"}.get(device.type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "fastdw::depthwise_conv2d", key)
 
 
 def depthwise_mismatch(conv: nn.Module) -> Optional[str]:
@@ -74,6 +86,13 @@ def depthwise_mismatch(conv: nn.Module) -> Optional[str]:
         return "weight is not a Parameter (weight norm or similar reparametrization)"
     if conv.weight.dtype not in _args._FLOAT_DTYPES:
         return f"weight dtype {conv.weight.dtype} is not supported"
+    if not _has_kernel_for(conv.weight.device):
+        return f"this fastdw build has no kernel for {conv.weight.device.type} tensors"
+    try:  # what nn.Conv2d stored must be what fastdw takes, or the new module would fail
+        geometry.normalize(tuple(conv.kernel_size), conv.stride,
+                       conv.padding if conv.padding_mode == "zeros" else 0, conv.dilation)
+    except (TypeError, ValueError) as e:
+        return f"stride/padding/dilation not accepted: {e}"
     if any((conv._forward_hooks, conv._forward_pre_hooks, conv._backward_hooks,
             conv._backward_pre_hooks)):
         return "has forward/backward hooks that a new module would not carry"
@@ -124,6 +143,14 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
                       bias: Optional[torch.Tensor]) -> torch.Tensor:
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            # TorchScript cannot compile the eager path below, and a trace must record the op.
+            if not torch.jit.is_scripting():
+                input, weight, bias = _autocast(input, weight, bias)
+            return _torchscript.depthwise_conv2d(
+                input, weight, bias, self.in_channels, self.kernel_size, self.stride,
+                self.padding, self.dilation, self.padding_mode,
+                self._reversed_padding_repeated_twice)
         _check_channels(self, input, self.in_channels)
         padding = self.padding
         if self.padding_mode != "zeros":
@@ -164,12 +191,9 @@ class DepthwiseConv2d(nn.Conv2d):
 
 
 def _activation_name(activation) -> Optional[str]:
-    if activation == "none":
-        activation = None
-    if activation not in SEPARABLE_ACTIVATIONS:
-        raise ValueError(f"fastdw: activation must be one of {SEPARABLE_ACTIVATIONS}, "
-                         f"got {activation!r}")
-    return activation
+    """The module's ``activation`` attribute: None for the identity, else the registry name."""
+    name = activations.activation_name(activation)
+    return None if name == "none" else name
 
 
 class DepthwiseSeparableConv2d(nn.Module):
@@ -222,6 +246,17 @@ class DepthwiseSeparableConv2d(nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         dw, pw = self.depthwise, self.pointwise
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            # As in DepthwiseConv2d; the trace records the composed path, which runs without
+            # Python (the fused Triton op does not). TorchScript sees a submodule's constants
+            # (in_channels, stride...) only through self.
+            dw_w, dw_b, pw_w, pw_b = dw.weight, dw.bias, pw.weight, pw.bias
+            if not torch.jit.is_scripting():
+                input, dw_w, dw_b, pw_w, pw_b = _autocast(input, dw_w, dw_b, pw_w, pw_b)
+            return _torchscript.depthwise_separable_conv2d(
+                input, dw_w, dw_b, pw_w, pw_b, self.depthwise.in_channels,
+                self.depthwise.kernel_size, self.depthwise.stride, self.depthwise.padding,
+                self.depthwise.dilation, self.activation)
         _check_channels(self, input, dw.in_channels)
         input, dw_w, dw_b, pw_w, pw_b = _autocast(input, dw.weight, dw.bias, pw.weight, pw.bias)
         return _separable(input, dw_w, dw_b, pw_w, pw_b, dw.stride, dw.padding, dw.dilation,

@@ -1,11 +1,13 @@
-"""The only module that touches the compiled library: loads it, registers fake kernels and
-autograd for the fastdw ops, and exposes the functional API."""
+"""The only module that touches the compiled library: loads it, registers fake kernels,
+autograd (reverse and forward mode; fastdw/_autograd.py) and vmap rules (fastdw/_vmap.py) for
+the fastdw ops, and exposes the functional API."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from . import _args
+from . import _args, geometry
+from ._layouts import as_conv_layout, kernel_memory_format
 
 try:
     from . import _C  # noqa: F401  (importing registers torch.ops.fastdw.*)
@@ -15,28 +17,7 @@ except ImportError as e:  # pragma: no cover - exercised only on a broken instal
         "`pip install --no-build-isolation --use-pep517 -e .` (or `make build`) against the torch you "
         f"import ({torch.__version__}). Original error: {e}") from e
 
-try:
-    from torch._prims_common import suggest_memory_format as _suggest_memory_format
-except ImportError:  # pragma: no cover - older torch
-    def _suggest_memory_format(t):
-        if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
-                and not t.is_contiguous():
-            return torch.channels_last
-        return torch.contiguous_format
-
 _ops = torch.ops.fastdw
-
-
-def _kernel_memory_format(t: torch.Tensor) -> torch.memory_format:
-    # Mirrors kernel_memory_format() in csrc/depthwise_args.h.
-    if _suggest_memory_format(t) == torch.channels_last:
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def _out_size(size, kernel, stride, pad, dilation):
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
-
 
 # ---- fake (meta) kernels: shapes, dtypes and memory formats, for torch.compile -------------
 # They check what the C++ kernels check (csrc/depthwise_args.h), with the same messages, so a
@@ -76,12 +57,11 @@ def _output_size(input_size, weight_size, stride, padding, dilation):
     limit = 2**60
     _check(max(padding) < limit // 4 and dilation[0] < limit // kh and dilation[1] < limit // kw
            and max(stride) < limit, "stride, padding or dilation too large")
-    eff = [d * (k - 1) + 1 for d, k in zip(dilation, (kh, kw))]
+    eff = [geometry.effective_kernel(k, d) for k, d in zip((kh, kw), dilation)]
     _check(eff[0] <= h + 2 * padding[0] and eff[1] <= w + 2 * padding[1],
            "dilated kernel (", eff[0], ", ", eff[1], ") is larger than the padded input (",
            h + 2 * padding[0], ", ", w + 2 * padding[1], ")")
-    return (n, cout, _out_size(h, kh, stride[0], padding[0], dilation[0]),
-            _out_size(w, kw, stride[1], padding[1], dilation[1]))
+    return (n, cout, *geometry.output_hw((h, w), (kh, kw), stride, padding, dilation))
 
 
 def _check_grad_output(grad_output, expected):
@@ -97,7 +77,7 @@ def _(input, weight, bias, stride, padding, dilation):
         _check(tuple(bias.shape) == (weight.shape[0],), "bias must have shape (",
                weight.shape[0], "), got ", tuple(bias.shape))
     size = _output_size(input.shape, weight.shape, stride, padding, dilation)
-    return input.new_empty(size).contiguous(memory_format=_kernel_memory_format(input))
+    return input.new_empty(size).contiguous(memory_format=kernel_memory_format(input))
 
 
 @torch.library.register_fake("fastdw::depthwise_conv2d_backward_input")
@@ -106,7 +86,7 @@ def _(grad_output, weight, input_size, stride, padding, dilation):
     _check_grad_output(grad_output,
                        _output_size(input_size, weight.shape, stride, padding, dilation))
     return grad_output.new_empty(input_size).contiguous(
-        memory_format=_kernel_memory_format(grad_output))
+        memory_format=kernel_memory_format(grad_output))
 
 
 @torch.library.register_fake("fastdw::depthwise_conv2d_backward_weight")
@@ -117,97 +97,39 @@ def _(grad_output, input, weight_size, stride, padding, dilation):
     return grad_output.new_empty(weight_size), grad_output.new_empty((weight_size[0],))
 
 
-# ---- autograd ----------------------------------------------------------------------------
-# Each backward is expressed with the fastdw ops themselves, so double backward works too:
-#   forward       y  = F(x, w) + b
-#   grad input    gx = Bx(gy, w)          (linear in gy and in w)
-#   grad weight   gw, gb = Bw(gy, x)      (linear in gy and in x; gb = sum of gy)
-
-def _conv_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.conv = (stride, padding, dilation)
-    ctx.has_bias = bias is not None
-
-
-def _conv_backward(ctx, grad):
-    input, weight = ctx.saved_tensors
-    stride, padding, dilation = ctx.conv
-    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-    grad_input = grad_weight = grad_bias = None
-    if need_input:
-        grad_input = _ops.depthwise_conv2d_backward_input(
-            grad, weight, list(input.shape), stride, padding, dilation)
-    if need_weight or need_bias:
-        gw, gb = _ops.depthwise_conv2d_backward_weight(
-            grad, input, list(weight.shape), stride, padding, dilation)
-        grad_weight = gw if need_weight else None
-        grad_bias = gb if (need_bias and ctx.has_bias) else None
-    return grad_input, grad_weight, grad_bias, None, None, None
-
-
-torch.library.register_autograd(
-    "fastdw::depthwise_conv2d", _conv_backward, setup_context=_conv_setup)
-
-
-def _backward_input_setup(ctx, inputs, output):
-    grad_output, weight, input_size, stride, padding, dilation = inputs
-    ctx.save_for_backward(grad_output, weight)
-    ctx.conv = (stride, padding, dilation)
-
-
-def _backward_input_backward(ctx, v):
-    grad_output, weight = ctx.saved_tensors
-    stride, padding, dilation = ctx.conv
-    d_grad_output = d_weight = None
-    if ctx.needs_input_grad[0]:
-        d_grad_output = _ops.depthwise_conv2d(v, weight, None, stride, padding, dilation)
-    if ctx.needs_input_grad[1]:
-        d_weight, _ = _ops.depthwise_conv2d_backward_weight(
-            grad_output, v, list(weight.shape), stride, padding, dilation)
-    return d_grad_output, d_weight, None, None, None, None
-
-
-torch.library.register_autograd(
-    "fastdw::depthwise_conv2d_backward_input", _backward_input_backward,
-    setup_context=_backward_input_setup)
-
-
-def _backward_weight_setup(ctx, inputs, output):
-    grad_output, input, weight_size, stride, padding, dilation = inputs
-    ctx.save_for_backward(grad_output, input)
-    ctx.conv = (stride, padding, dilation)
-    ctx.weight_size = tuple(weight_size)
-
-
-def _backward_weight_backward(ctx, u, u_bias):
-    grad_output, input = ctx.saved_tensors
-    stride, padding, dilation = ctx.conv
-    if u is None:  # only grad_bias was used downstream
-        u = grad_output.new_zeros(ctx.weight_size)
-    d_grad_output = d_input = None
-    if ctx.needs_input_grad[0]:
-        d_grad_output = _ops.depthwise_conv2d(input, u, u_bias, stride, padding, dilation)
-    if ctx.needs_input_grad[1]:
-        d_input = _ops.depthwise_conv2d_backward_input(
-            grad_output, u, list(input.shape), stride, padding, dilation)
-    return d_grad_output, d_input, None, None, None, None
-
-
-torch.library.register_autograd(
-    "fastdw::depthwise_conv2d_backward_weight", _backward_weight_backward,
-    setup_context=_backward_weight_setup)
+# ---- autograd and vmap ----------------------------------------------------------------------
+# Registered as the ops' Autograd kernels and batching rules (see those modules for why).
+from . import _autograd, _vmap  # noqa: E402,F401
 
 
 # ---- functional API ----------------------------------------------------------------------
 
 def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     """Depthwise 2-D convolution: exactly ``F.conv2d(input, weight, bias, stride, padding,
-    dilation, groups=C)`` for ``input`` of shape (N, C, H, W) (or unbatched (C, H, W)) and
-    ``weight`` of shape (C*m, 1, kh, kw), with autograd.
+    dilation, groups=C)``, with autograd of any order, forward-mode AD and torch.func.
 
-    ``padding`` may be an int, a pair, ``'same'`` or ``'valid'``. The output keeps the input's
-    memory format (NCHW or channels_last).
+    Args:
+        input: (N, C, H, W) or unbatched (C, H, W); float64, float32, float16 or bfloat16;
+            NCHW, channels_last or any strides.
+        weight: (C*m, 1, kh, kw) for a depth multiplier m >= 1; same dtype and device.
+        bias: (C*m,) or None.
+        stride, dilation: an int or a 1- or 2-element tuple/list of positive ints (h, w).
+        padding: an int, a 1- or 2-element tuple/list of non-negative ints, ``'same'`` (stride
+            1 only; an odd total pads one more at the bottom/right, as PyTorch does) or
+            ``'valid'``. Zero padding; taps on it contribute nothing, also for a NaN or Inf
+            weight (as PyTorch's oneDNN path).
+
+    Returns:
+        (N, C*m, OH, OW) with OH = (H + 2 * pad_h - dilation_h * (kh - 1) - 1) // stride_h + 1
+        (likewise OW), in PyTorch's layout: channels_last when the input or the weight is
+        channels_last, else NCHW.
+
+    Raises:
+        TypeError: an argument of the wrong type (as F.conv2d).
+        fastdw.ArgumentError (a ValueError and a RuntimeError): a bad shape, size, value
+            or device; the message names the argument.
+        fastdw.DtypeError (a TypeError and a RuntimeError): an unsupported or
+            mismatched dtype or tensor layout.
     """
     unbatched = isinstance(input, torch.Tensor) and input.dim() == 3
     if unbatched:
@@ -217,5 +139,6 @@ def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     if extra != (0, 0):
         # padding='same' with an even effective kernel: PyTorch pads one more after.
         input = F.pad(input, (0, extra[1], 0, extra[0]))
-    out = _ops.depthwise_conv2d(input, weight, bias, list(stride), list(padding), list(dilation))
+    out = _ops.depthwise_conv2d(as_conv_layout(input, weight), weight, bias, list(stride),
+                                list(padding), list(dilation))
     return out.squeeze(0) if unbatched else out

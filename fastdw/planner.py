@@ -46,9 +46,10 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from . import _args
+from . import _args, geometry
 from . import ops  # noqa: F401  (loads the compiled library)
 from . import _C
+from ._layouts import kernel_memory_format
 
 PASSES = ("fwd", "bwd_input", "bwd_weight")
 _DTYPE_NAMES = {torch.float64: "float64", torch.float32: "float32",
@@ -89,7 +90,7 @@ def isas() -> Dict[str, bool]:
 
 
 def _layout_is_channels_last(t: torch.Tensor) -> bool:
-    return ops._kernel_memory_format(t) == torch.channels_last
+    return kernel_memory_format(t) == torch.channels_last
 
 
 def problem(input: torch.Tensor, weight: torch.Tensor, stride=1, padding=0, dilation=1,
@@ -108,8 +109,7 @@ def problem(input: torch.Tensor, weight: torch.Tensor, stride=1, padding=0, dila
     n, c, h, w = input.shape
     h, w = h + extra[0], w + extra[1]
     kh, kw = weight.shape[2], weight.shape[3]
-    out = [(size + 2 * p - d * (k - 1) - 1) // s + 1
-           for size, k, s, p, d in zip((h, w), (kh, kw), stride, padding, dilation)]
+    out = geometry.output_hw((h, w), (kh, kw), stride, padding, dilation)
     layout_of = grad_output if (pass_ == "bwd_input" and grad_output is not None) else input
     finite = pass_ == "bwd_weight" or bool(torch.isfinite(weight).all())
     return (n, c, weight.shape[0] // c, h, w, out[0], out[1], kh, kw, stride[0], stride[1],

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from hypothesis import assume, example, given, strategies as st
 
 import fastdw
+import fastdw.geometry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -311,7 +312,7 @@ def _would_allocate_too_much(call):
             or x.dim() < 2:
         return False
     try:
-        s, p, d = (fastdw._args.pair(call[k], k) for k in ("stride", "padding", "dilation"))
+        s, p, d = (fastdw.geometry.pair(call[k], k) for k in ("stride", "padding", "dilation"))
     except Exception:
         return False
     n = x.shape[0] if x.dim() == 4 else 1

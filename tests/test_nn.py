@@ -229,7 +229,7 @@ def test_separable_from_modules_and_errors():
     with pytest.raises(ValueError, match="padding_mode"):
         DepthwiseSeparableConv2d.from_modules(
             nn.Conv2d(4, 4, 3, padding=1, groups=4, padding_mode="reflect"), pw)
-    with pytest.raises(ValueError, match="activation must be one of"):
+    with pytest.raises(ValueError, match="activation must be None or one of"):
         DepthwiseSeparableConv2d(4, 6, 3, activation="tanh")
     with pytest.raises(ValueError, match="expects 4 input channels"):
         m(torch.randn(1, 2, 5, 5))

@@ -1,17 +1,10 @@
 """fastdw.depthwise_separable_conv2d vs the float64 reference: the fused Triton kernels (on GPU, or
 on CPU under the Triton interpreter) and the composed path; forward and every gradient.
 
-Interpreter mode: TRITON_INTERPRET=1 must be set before fastdw.triton creates its kernels. With no
-GPU, this module sets it only while importing fastdw.triton, then restores the environment; each
-Triton test sets it again with monkeypatch (backend selection reads it at call time), so other
-test modules see the environment they were given. If fastdw.triton had already been imported
-without it (compiled kernels, no GPU), the in-process Triton tests skip and
-test_triton_suite_in_subprocess reruns them in a fresh interpreter with TRITON_INTERPRET=1.
+Interpreter mode, with no GPU: see tests/triton_mode.py; test_triton_suite_in_subprocess reruns
+the Triton tests in a fresh interpreter when fastdw.triton was imported without it.
 """
 import dataclasses
-import os
-import subprocess
-import sys
 import zlib
 
 import pytest
@@ -21,18 +14,9 @@ import fastdw
 from fastdw import reference
 from fastdw.separable import backend_for, depthwise_separable_conv2d
 from tests.configs import Conv, assert_close_to_reference
+from tests.triton_mode import HAS_CUDA, import_fused, rerun_in_subprocess
 
-HAS_CUDA = torch.cuda.is_available()
-_saved_env = os.environ.get("TRITON_INTERPRET")
-if not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-try:
-    import fastdw.triton as fused
-finally:
-    if _saved_env is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _saved_env
+fused = import_fused()
 
 LAYOUTS = ["nchw", "channels_last"]
 GRAD_NAMES = ("input", "dw_weight", "dw_bias", "pw_weight", "pw_bias")
@@ -115,18 +99,26 @@ def _check(cfg, dtype, device, layout, tolerance_dtype=None):
 
 # ---- the fused Triton path ---------------------------------------------------------------
 
+def _cudnn_allow_tf32(allowed: bool):
+    """torch.backends.cudnn.allow_tf32 for a block, through cudnn.flags(): a plain assignment
+    raises once torch.testing._internal.common_utils (imported by the parity tests) has frozen
+    the global flags."""
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                       deterministic=cudnn.deterministic, allow_tf32=allowed)
+
+
 @pytest.fixture(params=["cuda"] if HAS_CUDA else ["cpu"])
 def triton_device(request, monkeypatch):
-    """'cuda' on a GPU; without one, 'cpu' with the interpreted kernels."""
-    if request.param == "cuda":
-        # Strict fp32: test_tf32 covers TF32.
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    else:
+    """'cuda' on a GPU; without one, 'cpu' with the interpreted kernels. Strict fp32 (TF32 off):
+    test_tf32 covers TF32."""
+    if request.param == "cpu":
         if not fused.INTERPRETED:
             pytest.skip("fastdw.triton was imported without TRITON_INTERPRET=1; "
                         "test_triton_suite_in_subprocess runs these tests")
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-    return request.param
+    with _cudnn_allow_tf32(False):
+        yield request.param
 
 
 def _assert_fused(cfg, device, dtype=torch.float32):
@@ -150,10 +142,10 @@ def test_fused_half(cfg, layout, dtype, triton_device):
     _check(cfg, dtype, triton_device, layout)
 
 
-def test_tf32(triton_device, monkeypatch):
+def test_tf32(triton_device):
     """fp32 follows torch.backends.cudnn.allow_tf32: with it on, TF32 accuracy (about fp16's)."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    _check(CONFIGS[1], torch.float32, triton_device, "nchw", tolerance_dtype=torch.float16)
+    with _cudnn_allow_tf32(True):
+        _check(CONFIGS[1], torch.float32, triton_device, "nchw", tolerance_dtype=torch.float16)
 
 
 def test_pointwise_grad_pixel_splits(triton_device, monkeypatch):
@@ -270,13 +262,7 @@ def test_torch_compile_fullgraph(triton_device):
 @pytest.mark.skipif(HAS_CUDA or fused.INTERPRETED,
                     reason="the Triton tests ran in this process")
 def test_triton_suite_in_subprocess():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__),
-         "-k", "not in_subprocess"],
-        cwd=root, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    rerun_in_subprocess(__file__)
 
 
 # ---- the composed path (fastdw depthwise + activation + 1x1 conv) --------------------------

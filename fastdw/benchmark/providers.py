@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..activations import ACTIVATIONS, activation_name
 from .suites import Case
 
 OUTPUTS = {
@@ -39,7 +40,6 @@ OUTPUTS = {
 # Outputs with a batch dimension (the reference can be computed a few samples at a time).
 BATCHED_OUTPUTS = ("y", "grad_input")
 
-_ACTIVATIONS = {None: lambda t: t, "relu": F.relu, "relu6": F.relu6, "gelu": F.gelu}
 
 
 @dataclasses.dataclass
@@ -183,7 +183,7 @@ class TorchProvider(Provider):
         kw = _conv_kwargs(case)
         groups = s.c
         if s.kind == "separable":
-            act = _ACTIVATIONS[s.activation]
+            act = ACTIVATIONS[activation_name(s.activation)].apply
 
             def forward(x, w, b, pw, pb):
                 return F.conv2d(act(F.conv2d(x, w, b, groups=groups, **kw)), pw, pb)
@@ -267,7 +267,7 @@ class FastdwKernelProvider(Provider):
         s = case.shape
         kw = _conv_kwargs(case)
         if s.kind == "separable":
-            act = _ACTIVATIONS[s.activation]
+            act = ACTIVATIONS[activation_name(s.activation)].apply
 
             def forward(x, w, b, pw, pb):
                 return F.conv2d(act(fastdw.depthwise_conv2d(x, w, b, **kw)), pw, pb)

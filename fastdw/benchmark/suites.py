@@ -14,6 +14,8 @@ import json
 from importlib import resources
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..geometry import output_hw
+
 Pair = Tuple[int, int]
 
 KINDS = ("depthwise", "separable")
@@ -74,10 +76,8 @@ class Shape:
 
     @property
     def out_hw(self) -> Pair:
-        return tuple(  # type: ignore[return-value]
-            (size + 2 * p - d * (k - 1) - 1) // s + 1
-            for size, k, s, p, d in zip((self.h, self.w), (self.kh, self.kw), self.stride,
-                                         self.padding, self.dilation))
+        return output_hw((self.h, self.w), (self.kh, self.kw), self.stride, self.padding,
+                         self.dilation)
 
     @property
     def channels_out(self) -> int:

@@ -35,17 +35,23 @@ CPU tensors, and use a single small block config; the ops are then plain ``custo
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
+from torch.autograd.function import _SingleLevelFunction
 from torch.library import triton_op, wrap_triton
 from triton.runtime.jit import JITFunction
 
-from ..ops import _kernel_memory_format, _out_size
+from .._autograd import add_optional, autograd_kernel, call_below_autograd
+from .._layouts import kernel_memory_format as _kernel_memory_format
+from ..activations import ACTIVATIONS
+from ..geometry import output_hw
 
-ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 2, "gelu": 3}
+ACTIVATION_CODES = {name: a.triton_code for name, a in ACTIVATIONS.items()}
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Pixel split of the pointwise weight-gradient reduction: each split covers about this many output
@@ -317,8 +323,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
 def _geometry(input, dw_weight, stride, padding, dilation):
     n, c_in, h, w = input.shape
     kh, kw = dw_weight.shape[2], dw_weight.shape[3]
-    oh = _out_size(h, kh, stride[0], padding[0], dilation[0])
-    ow = _out_size(w, kw, stride[1], padding[1], dilation[1])
+    oh, ow = output_hw((h, w), (kh, kw), stride, padding, dilation)
     return n, c_in, h, w, kh, kw, oh, ow
 
 
@@ -464,41 +469,121 @@ separable_conv2d_backward_pointwise = _register(
 
 
 # ---- autograd -----------------------------------------------------------------------------
-# Only the inputs are saved; both backward kernels recompute the depthwise tile. The last step,
-# from grad_mid to the gradients of x, dw_weight and dw_bias, is fastdw's depthwise backward.
-# Double backward is not supported on this path (the backward kernels have no autograd).
+# Reverse mode saves only the inputs; both backward kernels recompute the depthwise tile. The
+# last step, from grad_mid to the gradients of x, dw_weight and dw_bias, is fastdw's depthwise
+# backward. Forward mode (jvp) materialises the depthwise result: it is the composed path's
+# derivative, with PyTorch's own activation derivative. Double backward is not supported here
+# (the backward kernels have no autograd and raise); fastdw.depthwise_separable_conv2d takes the
+# composed path whenever forward AD or a torch.func transform is active.
 
-def _setup_context(ctx, inputs, output):
-    input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, activation = inputs
-    ctx.save_for_backward(input, dw_weight, dw_bias, pw_weight)
-    ctx.conv = (stride, padding, dilation, activation)
-    ctx.has_pw_bias = pw_bias is not None
+class SeparableConv(_SingleLevelFunction):
+    """``fastdw::depthwise_separable_conv2d``: pw(act(dw(x) + dw_bias)) + pw_bias."""
+
+    @staticmethod
+    def forward(input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation,
+                activation):
+        return call_below_autograd(separable_conv2d._opoverload, input, dw_weight, dw_bias,
+                                   pw_weight, pw_bias, stride, padding, dilation, activation)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, activation = \
+            inputs
+        saved = (input, dw_weight, dw_bias, pw_weight)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+        ctx.conv = (stride, padding, dilation, activation)
+        ctx.has_pw_bias = pw_bias is not None
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grads = [None] * 9
+        if grad is None:
+            return tuple(grads)
+        input, dw_weight, dw_bias, pw_weight = ctx.saved_tensors
+        stride, padding, dilation, activation = ctx.conv
+        need_x, need_dw_w, need_dw_b, need_pw_w, need_pw_b = ctx.needs_input_grad[:5]
+        grad = grad.contiguous(memory_format=_kernel_memory_format(input))
+        if need_x or need_dw_w or need_dw_b:
+            grad_mid = separable_conv2d_backward_mid(grad, input, dw_weight, dw_bias, pw_weight,
+                                                     stride, padding, dilation, activation)
+            if need_x:
+                grads[0] = torch.ops.fastdw.depthwise_conv2d_backward_input(
+                    grad_mid, dw_weight, list(input.shape), stride, padding, dilation)
+            if need_dw_w or need_dw_b:
+                gw, gb = torch.ops.fastdw.depthwise_conv2d_backward_weight(
+                    grad_mid, input, list(dw_weight.shape), stride, padding, dilation)
+                grads[1] = gw if need_dw_w else None
+                grads[2] = gb if (need_dw_b and dw_bias is not None) else None
+        if need_pw_w or need_pw_b:
+            gw, gb = separable_conv2d_backward_pointwise(
+                grad, input, dw_weight, dw_bias, stride, padding, dilation, activation,
+                ctx.has_pw_bias)
+            grads[3] = gw if need_pw_w else None
+            grads[4] = gb if (need_pw_b and ctx.has_pw_bias) else None
+        return tuple(grads)
+
+    @staticmethod
+    def jvp(ctx, t_input, t_dw_weight, t_dw_bias, t_pw_weight, t_pw_bias, *_):
+        input, dw_weight, dw_bias, pw_weight = ctx.saved_tensors
+        stride, padding, dilation, activation = ctx.conv
+        depthwise = torch.ops.fastdw.depthwise_conv2d
+        pre = depthwise(input, dw_weight, dw_bias, stride, padding, dilation)
+        t_pre = None
+        if t_input is not None:
+            t_pre = depthwise(t_input, dw_weight, None, stride, padding, dilation)
+        if t_dw_weight is not None:
+            t_pre = add_optional(t_pre, depthwise(input, t_dw_weight, None, stride, padding, dilation))
+        if t_dw_bias is not None:
+            t_pre = add_optional(t_pre, t_dw_bias.view(1, -1, 1, 1).expand(pre.shape))
+        act = ACTIVATIONS[activation]
+        out = None
+        if t_pre is not None:
+            out = F.conv2d(act.derivative(t_pre, pre), pw_weight[:, :, None, None])
+        if t_pw_weight is not None:
+            out = add_optional(out, F.conv2d(act.apply(pre), t_pw_weight[:, :, None, None]))
+        if t_pw_bias is not None:
+            shape = (pre.shape[0], pw_weight.shape[0], *pre.shape[2:])
+            out = add_optional(out, t_pw_bias.view(1, -1, 1, 1).expand(shape))
+        return out.contiguous(memory_format=_kernel_memory_format(input))
 
 
-def _backward(ctx, grad):
-    input, dw_weight, dw_bias, pw_weight = ctx.saved_tensors
-    stride, padding, dilation, activation = ctx.conv
-    need_x, need_dw_w, need_dw_b, need_pw_w, need_pw_b = ctx.needs_input_grad[:5]
-    grad = grad.contiguous(memory_format=_kernel_memory_format(input))
-    grads = [None] * 9
-    if need_x or need_dw_w or need_dw_b:
-        grad_mid = separable_conv2d_backward_mid(grad, input, dw_weight, dw_bias, pw_weight,
-                                                 stride, padding, dilation, activation)
-        if need_x:
-            grads[0] = torch.ops.fastdw.depthwise_conv2d_backward_input(
-                grad_mid, dw_weight, list(input.shape), stride, padding, dilation)
-        if need_dw_w or need_dw_b:
-            gw, gb = torch.ops.fastdw.depthwise_conv2d_backward_weight(
-                grad_mid, input, list(dw_weight.shape), stride, padding, dilation)
-            grads[1] = gw if need_dw_w else None
-            grads[2] = gb if (need_dw_b and dw_bias is not None) else None
-    if need_pw_w or need_pw_b:
-        gw, gb = separable_conv2d_backward_pointwise(
-            grad, input, dw_weight, dw_bias, stride, padding, dilation, activation,
-            ctx.has_pw_bias)
-        grads[3] = gw if need_pw_w else None
-        grads[4] = gb if (need_pw_b and ctx.has_pw_bias) else None
-    return tuple(grads)
+def _not_differentiable(op, what: str):
+    """An autograd.Function over ``op`` (a backward kernel of the fused op) that records the
+    call and raises if anything differentiates through it: as ATen does for a derivative it
+    does not implement, the error comes when a second derivative is asked for, not before."""
+    def fail(*_):
+        raise RuntimeError(f"fastdw: the fused separable op's {what} kernel has no derivative: "
+                           "double backward through the fused op is not supported; for higher "
+                           "derivatives compose fastdw.depthwise_conv2d, the activation and a "
+                           "1x1 F.conv2d")
+
+    class Function(_SingleLevelFunction):
+        @staticmethod
+        def forward(*args):
+            return call_below_autograd(op, *args)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        backward = staticmethod(fail)
+        jvp = staticmethod(fail)
+    return Function
 
 
-separable_conv2d.register_autograd(_backward, setup_context=_setup_context)
+# Registered as the ops' Autograd kernels (over the ones torch.library made for them): forward
+# AD and torch.func see SeparableConv's jvp and setup_context, where register_autograd's
+# generated Function has neither (a tangent was dropped silently).
+_autograd_lib = torch.library.Library("fastdw", "IMPL")
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Overriding a previously registered kernel")
+    for _op, _function in (
+            (separable_conv2d, SeparableConv),
+            (separable_conv2d_backward_mid, _not_differentiable(
+                separable_conv2d_backward_mid._opoverload, "backward_mid")),
+            (separable_conv2d_backward_pointwise, _not_differentiable(
+                separable_conv2d_backward_pointwise._opoverload, "backward_pointwise"))):
+        _autograd_lib.impl(_op._opoverload, autograd_kernel(_function, _op._opoverload),
+                           "Autograd", with_keyset=True, allow_override=True)

@@ -1,0 +1,1 @@
+"""Reusable test support: checks parameterised by the implementation under test."""

@@ -1,0 +1,119 @@
+"""NaN and Inf meet the zero padding as in PyTorch: padded taps are left out, never multiplied by
+zero (0 * Inf = NaN), on every CPU route, dtype, layout and ISA build, forward and backward.
+
+PyTorch's oneDNN path (float32/bfloat16/float16 on CPU) leaves padded taps out; its float64 and
+small-shape fallbacks multiply the padding instead, so PyTorch does not agree with itself. The
+expected values come from ``skip_padding_reference`` (PyTorch ops, float64), which
+``test_reference_is_pytorchs_onednn_semantics`` anchors to F.conv2d's oneDNN path.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastdw
+from tests.support.parity import (Case, assert_same_nonfinite, check_nonfinite,
+                                  skip_padding_reference)
+
+DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+WHERE = ["weight", "grad_output", "input"]
+# FASTDW_CPU_BLOCKED (read on every call): auto, off, the ring kernels, the in-place NHWC kernel
+ROUTES = ["", "0", "1", "direct"]
+
+CASES = [
+    Case((2, 3, 5, 6), (3, 3), conv=(("padding", 1),)),
+    Case((2, 16, 9, 9), (3, 3), conv=(("padding", 1), ("stride", 2))),
+    Case((1, 4, 7, 8), (5, 5), conv=(("padding", 2),)),
+    Case((2, 2, 6, 7), (3, 3), m=2, conv=(("padding", (2, 1)), ("dilation", (1, 2)))),
+    Case((8, 16, 14, 14), (3, 3), bias=False, conv=(("padding", 1),)),  # ring/in-place sizes
+]
+
+
+def test_issue_example_matches_f_conv2d():
+    """The issue's repro: the Inf tap lands only on padding for the first row and column."""
+    x = torch.ones(1, 2, 4, 4)
+    w = torch.ones(2, 1, 3, 3)
+    w[:, 0, 0, 0] = float("inf")
+    expected = F.conv2d(x, w, padding=1, groups=2)
+    assert expected[0, 0, 0].tolist() == [4, 6, 6, 4] and expected[0, 0, :, 0].tolist() == \
+        [4, 6, 6, 4]
+    for dtype in DTYPES:
+        for layout in LAYOUTS:
+            got = fastdw.depthwise_conv2d(x.to(dtype).contiguous(memory_format=layout),
+                                          w.to(dtype), padding=1)
+            assert_same_nonfinite(got, expected, f"{dtype} {layout}")
+            torch.testing.assert_close(got.float().nan_to_num(posinf=0),
+                                       expected.nan_to_num(posinf=0))
+
+
+def test_issue_example_bf16_channels_last():
+    """bf16 channels_last (8, 2, 14, 14) gave 432 NaN before."""
+    x = torch.ones(8, 2, 14, 14, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    w = torch.ones(2, 1, 3, 3, dtype=torch.bfloat16)
+    w[:, 0, 0, 0] = float("inf")
+    got = fastdw.depthwise_conv2d(x, w, padding=1)
+    assert int(got.isnan().sum()) == 0
+    assert_same_nonfinite(got, F.conv2d(x, w, padding=1, groups=2), "bf16 channels_last")
+
+
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "channels_last"])
+def test_reference_is_pytorchs_onednn_semantics(where, layout):
+    """The expected values' source agrees with F.conv2d float32 (oneDNN on this CPU; shapes with
+    C >= 2 and N >= 2 take it), output and all gradients, NaN/Inf positions included."""
+    case = CASES[1]
+    x, w, b = case.make(torch.float32)
+    g = torch.randn(2, 16, 5, 5, generator=torch.Generator().manual_seed(3))
+    flat = dict(input=x, weight=w, grad_output=g)[where].view(-1)
+    flat[0], flat[flat.numel() // 3], flat[-1] = float("inf"), float("nan"), -float("inf")
+    x, g = x.contiguous(memory_format=layout), g.contiguous(memory_format=layout)
+    results = []
+    for fn, dtype in ((F.conv2d, torch.float32), (skip_padding_reference, torch.float64)):
+        leaves = [t.detach().to(dtype).requires_grad_() for t in (x, w, b)]
+        kwargs = dict(case.kwargs, **({"groups": 16} if fn is F.conv2d else {}))
+        out = fn(*leaves, **kwargs)
+        results.append((out,) + torch.autograd.grad(out, leaves, g.to(dtype)))
+    for name, got, exp in zip(("output", "grad_input", "grad_weight", "grad_bias"), *results):
+        assert_same_nonfinite(exp, got, f"{where} {layout}: {name}")
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"blocked={r or 'auto'}")
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_every_route(case, dtype, layout, where, route, monkeypatch):
+    monkeypatch.setenv("FASTDW_CPU_BLOCKED", route)
+    check_nonfinite(fastdw.depthwise_conv2d, case, dtype, where, layout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_isa_build(isa):
+    """Each instruction-set copy of the kernels (chosen once per process: a subprocess each),
+    in float32 and bfloat16 (the vector paths; float64 and float16 share their code), with the
+    weight or grad_output poisoned (the inputs' NaN/Inf never meet padding)."""
+    code = (
+        "import os, torch, fastdw\n"
+        "from fastdw import _C\n"
+        "from tests.test_parity_nonfinite import CASES, LAYOUTS, ROUTES\n"
+        "from tests.support.parity import check_nonfinite\n"
+        f"if _C.cpu_isa() != {isa!r}: print('unavailable'); raise SystemExit\n"
+        "for route in ROUTES:\n"
+        "    os.environ['FASTDW_CPU_BLOCKED'] = route\n"
+        "    for case in CASES:\n"
+        "        for dtype in (torch.float32, torch.bfloat16):\n"
+        "            for layout in LAYOUTS:\n"
+        "                for where in ('weight', 'grad_output'):\n"
+        "                    check_nonfinite(fastdw.depthwise_conv2d, case, dtype, where, layout)\n"
+        "print('ok')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                            text=True, timeout=900, env=dict(os.environ, FASTDW_CPU_ISA=isa))
+    if result.stdout.strip() == "unavailable":
+        pytest.skip(f"this CPU cannot run the {isa} build")
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

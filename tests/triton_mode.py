@@ -1,0 +1,46 @@
+"""The Triton mode of the fused-op tests: compiled kernels on a GPU; without one, the Triton
+interpreter on CPU tensors.
+
+TRITON_INTERPRET=1 must be set when fastdw.triton creates its kernels. ``import_fused`` sets
+it only while importing fastdw.triton, then restores the environment; tests set it again
+(monkeypatch) around each call, since backend selection reads it at call time, and other test
+modules see the environment they were given. If fastdw.triton had already been imported without
+it (compiled kernels, no GPU), ``RUNS_HERE`` is False: the in-process tests skip and
+``rerun_in_subprocess`` reruns their module in a fresh interpreter with TRITON_INTERPRET=1.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def import_fused():
+    """fastdw.triton, interpreted when there is no GPU (unless it was imported before)."""
+    saved = os.environ.get("TRITON_INTERPRET")
+    if not HAS_CUDA:
+        os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import fastdw.triton as fused
+    finally:
+        if saved is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = saved
+    return fused
+
+
+def rerun_in_subprocess(test_file: str) -> None:
+    """Runs ``test_file``'s tests, but not this rerun, with TRITON_INTERPRET=1; asserts they
+    pass."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(test_file),
+         "-k", "not in_subprocess"],
+        cwd=root, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
