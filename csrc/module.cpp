@@ -15,13 +15,20 @@ namespace {
 
 using namespace fastdw::cpu;
 
+// The library is also loaded where there is no Python (an AOTInductor package run from C++:
+// docs/shipping.md). libpython's functions bind lazily, at their first call, but a data symbol
+// must resolve when the library is loaded, so none is referenced here (not the ValueError type
+// object, not the None singleton): both are reached through function calls.
+PyObject* none() { return Py_BuildValue(""); }
+PyObject* value_error() { return PyDict_GetItemString(PyEval_GetBuiltins(), "ValueError"); }
+
 // Runs f, turning a C++ exception into a Python ValueError (names given by the caller).
 template <typename F>
 PyObject* guarded(F&& f) {
   try {
     return f();
   } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_ValueError, e.what());
+    PyErr_SetString(value_error(), e.what());
     return nullptr;
   }
 }
@@ -70,7 +77,7 @@ bool parse_problem(PyObject* t, Problem* q) {
   p.channels_last = cl;
   q->weights_finite = finite;
   if (!dtype_from_name(dtype, &q->dtype) || !pass_from_name(pass, &q->pass)) {
-    PyErr_Format(PyExc_ValueError, "fastdw: unknown dtype %s or pass %s", dtype, pass);
+    PyErr_Format(value_error(), "fastdw: unknown dtype %s or pass %s", dtype, pass);
     return false;
   }
   return true;
@@ -117,11 +124,11 @@ PyObject* cpu_unsupported(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "sO", &name, &t) || !parse_problem(t, &q)) return nullptr;
   Kernel k;
   if (!kernel_from_name(name, &k)) {
-    PyErr_Format(PyExc_ValueError, "fastdw: no CPU kernel named '%s'", name);
+    PyErr_Format(value_error(), "fastdw: no CPU kernel named '%s'", name);
     return nullptr;
   }
   const char* why = unsupported(k, q);
-  if (!why) Py_RETURN_NONE;
+  if (!why) return none();
   return PyUnicode_FromString(why);
 }
 
@@ -131,7 +138,7 @@ PyObject* cpu_set_forced(PyObject*, PyObject* args) {
   return guarded([&] {
     set_forced_kernel(kernel);
     set_forced_isa(isa);
-    Py_RETURN_NONE;
+    return none();
   });
 }
 
@@ -143,7 +150,7 @@ PyObject* cpu_set_benchmark(PyObject*, PyObject* args) {
   int on;
   if (!PyArg_ParseTuple(args, "p", &on)) return nullptr;
   set_benchmark(on);
-  Py_RETURN_NONE;
+  return none();
 }
 
 PyObject* cpu_benchmark(PyObject*, PyObject*) { return PyBool_FromLong(benchmark()); }
@@ -168,19 +175,19 @@ PyObject* cpu_plan_cache_insert(PyObject*, PyObject* args) {
       !parse_problem(t, &e.problem))
     return nullptr;
   if (!isa_from_name(isa, &e.isa) || !kernel_from_name(kernel, &e.kernel)) {
-    PyErr_Format(PyExc_ValueError, "fastdw: unknown ISA %s or kernel %s", isa, kernel);
+    PyErr_Format(value_error(), "fastdw: unknown ISA %s or kernel %s", isa, kernel);
     return nullptr;
   }
   e.allow_aten = allow_aten;
   e.from_file = from_file;
   e.best_us = best_us;
   cache_insert(e);
-  Py_RETURN_NONE;
+  return none();
 }
 
 PyObject* cpu_plan_cache_clear(PyObject*, PyObject*) {
   cache_clear();
-  Py_RETURN_NONE;
+  return none();
 }
 
 // cpu_fma_rate(seconds) -> float32 multiply-adds per second on every thread of ATen's pool.

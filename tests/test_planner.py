@@ -181,6 +181,14 @@ def test_tune_command_writes_a_plan_file(tmp_path, no_cached_plans):
     assert data["machine"] == planner.machine_key()
     assert data["plans"] and all(e["kernel"] in planner.kernels() for e in data["plans"])
     assert all(e["kernel"] != "aten" for e in data["plans"] if e["problem"][17] == "bwd_weight")
+    # A later process loads the file at import.
+    code = ("import fastdw\n"
+            "print(sum(e['from_file'] for e in fastdw.planner.cached_plans()))\n")
+    env = dict(os.environ, FASTDW_CPU_PLAN_FILE=path)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) == len(data["plans"]), out.stdout
 
 
 def test_fma_rate_is_measured():
