@@ -1,58 +1,71 @@
-"""In-process A/B of the CPU kernel routes against PyTorch: how the routing rules in
-csrc/cpu/depthwise_cpu.cpp (blocked_forward_wins, direct_forward_wins, blocked_weight_wins) were
-measured.
+"""In-process A/B of the CPU kernels against PyTorch and against each other: how the rules of
+csrc/cpu/plan.cpp were measured.
 
     python bench/cpu_routes_ab.py --suite mobilenetv2 --layout channels_last --batch 1 8
-    python bench/cpu_routes_ab.py --pass bwd_input --routes 0 1 auto --dtype bf16
+    python bench/cpu_routes_ab.py --pass bwd_input --kernels nchw_planes nhwc_pixels planned
+    python bench/cpu_routes_ab.py --isa avx512 avx2 --kernels nhwc_tiles
 
-Each route is a value of FASTDW_CPU_BLOCKED, which the library reads on every call:
-0 = per-layout kernels only, 1 = ring kernels wherever they apply, direct = the in-place
-channels_last forward wherever it applies, auto = the measured rules. On a noisy machine (a
-shared VM can swing 2x between seconds) only ratios taken close together mean anything, so
-PyTorch and every route are timed in rounds, one after the other in the same process, and the
-report is the median over rounds of the per-round ratio PyTorch time / route time."""
+Each route is a kernel of fastdw.planner.kernels() forced for the call (wherever it applies;
+routes it does not apply to show '-'), optionally in several ISA copies (kernel@isa), plus
+`planned` (the planner's own choice, named in the cell, which may be PyTorch's `aten`) and `torch`
+(F.conv2d / aten.convolution_backward, the baseline of every ratio). Timing is the benchmark
+engine's (fastdw.benchmark.timing.time_cpu_group): PyTorch and every route interleaved in
+rounds in one process, so load from elsewhere falls on all alike; each cell is the route's
+median time and the ratio of medians torch / route. The line starts with the competing load
+measured before the row (CPUs busy elsewhere). `python -m fastdw bench` compares the planned
+op and fastdw's own kernels (provider fastdw-cpu-kernels) with PyTorch; this script is the one
+that times each kernel, forced, side by side."""
 import argparse
-import os
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-import fastdw  # noqa: F401  (registers torch.ops.fastdw)
+from fastdw import _C, planner
+from fastdw.benchmark.runner import _busy_elsewhere
 from fastdw.benchmark.suites import load_suite
+from fastdw.benchmark.timing import TimerConfig, time_cpu_group
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def median_time(fn, reps):
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def calls(shape, n, dtype, channels_last, which):
-    """(PyTorch call, fastdw call) for one pass of one layer."""
+    """(PyTorch call, fastdw op call, problem tuple) for one pass of one layer."""
     x = torch.randn(n, shape.c, shape.h, shape.w, dtype=dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     w = torch.randn(shape.c * shape.m, 1, shape.kh, shape.kw, dtype=dtype)
     args = (list(shape.stride), list(shape.padding), list(shape.dilation))
     g = torch.randn_like(F.conv2d(x, w, None, *args, shape.c))
+    prob = planner.problem(x, w, shape.stride, shape.padding, shape.dilation, which,
+                           grad_output=g)
     if which == "fwd":
         return (lambda: F.conv2d(x, w, None, *args, shape.c),
-                lambda: torch.ops.fastdw.depthwise_conv2d(x, w, None, *args))
+                lambda: torch.ops.fastdw.depthwise_conv2d(x, w, None, *args), prob)
     mask = [which == "bwd_input", which == "bwd_weight", False]
     ref = lambda: torch.ops.aten.convolution_backward(  # noqa: E731
         g, x, w, None, *args, False, [0, 0], shape.c, mask)
     if which == "bwd_input":
         return ref, lambda: torch.ops.fastdw.depthwise_conv2d_backward_input(
-            g, w, list(x.shape), *args)
+            g, w, list(x.shape), *args), prob
     return ref, lambda: torch.ops.fastdw.depthwise_conv2d_backward_weight(
-        g, x, list(w.shape), *args)
+        g, x, list(w.shape), *args), prob
+
+
+def routed(op, route):
+    """op run on `route`: 'planned', 'kernel' or 'kernel@isa' (forced through the library's own
+    switch: two calls, no Python context manager, in the timed loop)."""
+    if route == "planned":
+        return op
+    kernel, _, isa = route.partition("@")
+
+    def run():
+        old = _C.cpu_forced()
+        _C.cpu_set_forced(kernel, isa or old[1])
+        try:
+            return op()
+        finally:
+            _C.cpu_set_forced(*old)
+    return run
 
 
 def main():
@@ -65,51 +78,50 @@ def main():
     parser.add_argument("--layout", nargs="+", default=["nchw", "channels_last"],
                         choices=["nchw", "channels_last"])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--routes", nargs="+", default=["0", "1", "direct", "auto"])
+    parser.add_argument("--kernels", nargs="+", default=list(planner.kernels()) + ["planned"],
+                        help="routes: kernel names and 'planned' (default: all of them)")
+    parser.add_argument("--isa", nargs="+", default=None,
+                        help="ISA copies to time each kernel in (default: the planner's)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--block-ms", type=float, default=20.0,
-                        help="time per timing block (reps are chosen to fill it)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--min-time", type=float, default=0.5,
+                        help="seconds of timing per route and row, over all rounds")
     args = parser.parse_args()
+    timer = TimerConfig(min_time=args.min_time, rounds=args.rounds,
+                        warmup=min(0.05, args.min_time))
     torch.set_num_threads(args.threads)
-    saved = os.environ.get("FASTDW_CPU_BLOCKED")
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}, {args.which}; "
-          "per route: median time, median over rounds of the ratio torch / route")
-    try:
-        for suite in args.suite:
-            for shape in load_suite(suite).shapes:
-                if shape.kind != "depthwise":  # separable layers are not CPU-kernel routes
-                    continue
-                for n in ([shape.n] if shape.n else args.batch):
-                    for layout in args.layout:
-                        ref, ours = calls(shape, n, DTYPES[args.dtype],
-                                          layout == "channels_last", args.which)
-                        ref(), ref()
-                        for route in args.routes:
-                            os.environ["FASTDW_CPU_BLOCKED"] = route
-                            ours(), ours()
-                        reps = max(5, min(200, int(args.block_ms / 1e3 / median_time(ref, 3))))
-                        times = {r: [] for r in ["torch"] + args.routes}
-                        ratios = {r: [] for r in args.routes}
-                        for _ in range(args.rounds):
-                            t_ref = median_time(ref, reps)
-                            times["torch"].append(t_ref)
-                            for route in args.routes:
-                                os.environ["FASTDW_CPU_BLOCKED"] = route
-                                t = median_time(ours, reps)
-                                times[route].append(t)
-                                ratios[route].append(t_ref / t)
-                        cells = "  ".join(
-                            f"{r}: {statistics.median(times[r]) * 1e6:8.1f} us "
-                            f"{statistics.median(ratios[r]):4.2f}x" for r in args.routes)
-                        print(f"{suite:16} {shape.label:14} N={n:<3} {layout:13} torch "
-                              f"{statistics.median(times['torch']) * 1e6:8.1f} us | {cells}",
-                              flush=True)
-    finally:
-        if saved is None:
-            os.environ.pop("FASTDW_CPU_BLOCKED", None)
+    routes = []
+    for k in args.kernels:
+        if k == "planned" or not args.isa or k == "aten":
+            routes.append(k)
         else:
-            os.environ["FASTDW_CPU_BLOCKED"] = saved
+            routes += [f"{k}@{isa}" for isa in args.isa]
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}, {args.which}, "
+          f"ISA {planner.CpuBackend().isa}; per route: median time, ratio of medians "
+          "torch / route ('-': the kernel does not apply)")
+    for suite in args.suite:
+        for shape in load_suite(suite).shapes:
+            if shape.kind != "depthwise":  # separable layers are not CPU-kernel routes
+                continue
+            for n in ([shape.n] if shape.n else args.batch):
+                for layout in args.layout:
+                    ref, op, prob = calls(shape, n, DTYPES[args.dtype],
+                                          layout == "channels_last", args.which)
+                    live = [r for r in routes if r == "planned"
+                            or planner.unsupported(r.partition("@")[0], prob) is None]
+                    busy = _busy_elsewhere(0.2)
+                    times = time_cpu_group(
+                        {"torch": ref, **{r: routed(op, r) for r in live}}, timer)
+                    t_ref = times["torch"].median_ms
+                    planned = planner._plan_of(prob).kernel
+                    cells = "  ".join(
+                        (f"planned ({planned})" if r == "planned" else r) + ": "
+                        + (f"{times[r].median_ms * 1e3:8.1f} us "
+                           f"{t_ref / times[r].median_ms:4.2f}x" if r in live else "-")
+                        for r in routes)
+                    print(f"busy {busy if busy is not None else '?'} | {suite:16} "
+                          f"{shape.label:14} N={n:<3} {layout:13} "
+                          f"torch {t_ref * 1e3:8.1f} us | {cells}", flush=True)
 
 
 if __name__ == "__main__":

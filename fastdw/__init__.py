@@ -10,7 +10,13 @@ from .revert import RevertReport, revert
 from .nn import DepthwiseConv2d, DepthwiseSeparableConv2d
 
 __version__ = "0.1.0"
+
+from . import planner  # noqa: E402  (its plan files are keyed by __version__)
+from .planner import explain  # noqa: E402
+
+planner.load_plans()
+
 __all__ = ["depthwise_conv2d", "depthwise_separable_conv2d", "available_backends", "reference",
            "__version__", "nn", "models", "convert", "ConversionReport", "DepthwiseConv2d",
            "DepthwiseSeparableConv2d", "export", "revert", "RevertReport",
-           "ArgumentError", "DtypeError"]
+           "ArgumentError", "DtypeError", "explain", "planner"]

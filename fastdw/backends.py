@@ -7,6 +7,10 @@ from typing import Dict, Tuple
 import torch
 
 from . import ops  # noqa: F401  (loads the compiled library)
+from .planner import CpuBackend
+
+# fastdw.backends.cpu.benchmark = True: measure the CPU kernels on first use (fastdw.planner).
+cpu = CpuBackend()
 
 
 def cuda_kernels_built() -> bool:

@@ -150,7 +150,8 @@ def test_bench_json(quick_bench):
     with open(paths["json"]) as f:
         result = json.load(f)
     rows = result["rows"]
-    assert {r["provider"] for r in rows} == {"torch", "fastdw-cpu"}
+    # fastdw-cpu: the op as planned; fastdw-cpu-kernels: fastdw's own kernels only.
+    assert {r["provider"] for r in rows} == {"torch", "fastdw-cpu", "fastdw-cpu-kernels"}
     assert {r["suite"] for r in rows} == {"mobilenetv2", "separable"}
     # separable shapes have no separate backward passes
     assert not [r for r in rows if r["kind"] == "separable" and r["pass"] == "bwd_weight"]
@@ -160,6 +161,13 @@ def test_bench_json(quick_bench):
         assert r["gbps"] > 0 and r["pct_copy"] > 0 and r["rel_err"] <= r["tol"]
         if r["provider"] == "torch":
             assert r["backend"]                         # what PyTorch routed to
+        elif r["kind"] == "depthwise":
+            # the CPU kernel of each pass the row ran, by the planner's names
+            kernels = r["backend"].split("/")
+            assert len(kernels) == (3 if r["pass"] == "fwd+bwd" else 1), r
+            assert set(kernels) <= set(fastdw.planner.kernels()), r
+            if r["provider"] == "fastdw-cpu-kernels":
+                assert "aten" not in kernels, r
         else:
             assert r["speedup"] == pytest.approx(
                 next(t["median_ms"] for t in rows if t["provider"] == "torch"
@@ -167,7 +175,8 @@ def test_bench_json(quick_bench):
                                                                   r["pass"])) / r["median_ms"])
     assert result["meta"]["copy_gbps"] > 0 and result["meta"]["device"] == "cpu"
     geo = [g for g in result["geomean"] if g["suite"] == "all" and g["pass"] == "fwd"]
-    assert len(geo) == 1 and math.isfinite(geo[0]["speedup"])
+    assert sorted(g["provider"] for g in geo) == ["fastdw-cpu", "fastdw-cpu-kernels"]
+    assert all(math.isfinite(g["speedup"]) for g in geo)
 
 
 def test_bench_csv(quick_bench):

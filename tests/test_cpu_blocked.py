@@ -1,24 +1,17 @@
-"""The channel-blocked CPU kernels, forced on wherever they apply: the ring kernels
-(csrc/cpu/blocked.inc) and the in-place channels_last forward (csrc/cpu/direct_nhwc.inc).
-
-In normal use they run only on the shapes where they measured faster (depthwise_cpu.cpp,
-blocked_forward_wins, direct_forward_wins); FASTDW_CPU_BLOCKED=1 or =direct (read on every call)
-sends every eligible call to one of them, so here they see the whole config table plus the shapes
-that exercise their own decomposition: channel tails, several channel groups, strips, ring
-wrap-around with stride and dilation, tiles of 1, 2 and 4 channel blocks, rows too narrow for a
-tile, and every instruction-set build. The padding-beyond-the-kernel shapes are also the
-regression test for a lost grad_bias (rows no tap reaches). The in-place kernel only takes
-channels_last, multiplier 1, dilation 1, square 3/5/7 kernels and stride 1 or 2; other calls in
-that mode run the default kernels."""
-import os
-import subprocess
-import sys
-
+"""The CPU kernels with a work decomposition of their own, forced (fastdw.planner.force) on the
+shapes that exercise it, in every ISA copy this CPU runs: channel_blocks (csrc/cpu/
+forward_blocked.inc, backward_weight_blocked.inc: channel tails, several channel groups, strips,
+ring wrap-around with stride and dilation, NCHW rows narrower than a block) and nhwc_tiles
+(csrc/cpu/forward_nhwc.inc: tiles of 1, 2 and 4 channel blocks, row remainders, borders, rows
+too narrow for a tile). The padding-beyond-the-kernel shapes are also the regression test for a
+lost grad_bias (rows no tap reaches). The shared config table runs through every kernel in
+tests/test_planner_routes.py."""
 import pytest
 import torch
 
 import fastdw
-from tests.configs import CONFIGS, Conv
+from fastdw import planner
+from tests.configs import Conv
 from tests.test_depthwise_cpu import _check_against_reference
 
 LAYOUTS = ["nchw", "channels_last"]
@@ -68,95 +61,38 @@ DIRECT_CONFIGS = [
     Conv(1, 72, 4, 30, kh=7, kw=7, padding=(3, 3)),                    # 4 + 0 + 1 + 8-lane tail
 ]
 
-MODES = ["1", "direct"]
+# nhwc_pixels' weight gradient has register tiles for the shapes nhwc_tiles takes.
+KERNEL_CONFIGS = {"channel_blocks": BLOCKED_CONFIGS, "nhwc_tiles": DIRECT_CONFIGS,
+                  "nhwc_windows": DIRECT_CONFIGS, "nhwc_pixels": DIRECT_CONFIGS}
 
 
-@pytest.fixture(params=MODES, ids=["ring", "direct"])
-def blocked_forced(request, monkeypatch):
-    monkeypatch.setenv("FASTDW_CPU_BLOCKED", request.param)
+def _isas():
+    return [name for name, ok in planner.isas().items() if ok]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("cfg", BLOCKED_CONFIGS + DIRECT_CONFIGS + CONFIGS, ids=str)
-def test_blocked_matches_reference(cfg, layout, dtype, blocked_forced):
-    _check_against_reference(cfg, dtype, layout)
-
-
-@pytest.mark.parametrize("stride", [(1, 1), (2, 1)], ids=str)
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_blocked_gradcheck_float32_path(layout, stride, blocked_forced):
-    """float64 never runs the blocked kernels (they compute in float); their gradients are
-    checked against float64 finite differences through the float32 op instead."""
-    cfg = Conv(1, 18, 7, 8, kh=3, kw=3, stride=stride)
-    x, w, b = cfg.make(dtype=torch.float32, channels_last=layout == "channels_last")
-    x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
-
-    def f(x64, w64, b64):
-        # The fastdw op in float32, lifted to float64 for gradcheck's arithmetic.
-        return fastdw.depthwise_conv2d(x64.float(), w64.float(), b64.float(),
-                                       **cfg.conv_args).double()
-    torch.autograd.gradcheck(f, (x64, w64, b64), eps=1e-2, atol=5e-3, rtol=5e-3)
+@pytest.mark.parametrize("kernel", list(KERNEL_CONFIGS))
+def test_kernel_configs_every_isa_copy(kernel, layout, isa):
+    if isa not in _isas():
+        pytest.skip(f"this CPU cannot run the {isa} copy")
+    with planner.force(kernel=kernel, isa=isa):
+        for cfg in KERNEL_CONFIGS[kernel]:
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                _check_against_reference(cfg, dtype, layout)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_blocked_same_bits_for_any_thread_count(layout, blocked_forced):
-    """The work split (groups, strips) follows the thread count; each output is still computed
-    by one work item with the same order of taps, so the bits do not change."""
-    x, w, b = Conv(3, 40, 23, 21, kh=5, kw=5, padding=(2, 2)).make(
-        dtype=torch.float32, channels_last=layout == "channels_last")
-    threads = torch.get_num_threads()
-    try:
-        outs = []
-        for t in (1, 2, 3):
-            torch.set_num_threads(t)
-            outs.append(fastdw.depthwise_conv2d(x, w, b, padding=2))
-    finally:
-        torch.set_num_threads(threads)
-    for out in outs[1:]:
-        assert torch.equal(out, outs[0])
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_blocked_off_and_on_agree(layout, mode, monkeypatch):
+@pytest.mark.parametrize("kernel", list(KERNEL_CONFIGS))
+def test_kernel_agrees_with_the_general_kernels(kernel, layout):
+    """The forced kernel and the any-geometry kernel of the layout give the same values and
+    strides (different summation orders: close, not equal)."""
     x, w, b = Conv(2, 35, 13, 12, kh=5, kw=5, padding=(2, 2), stride=(2, 2)).make(
         dtype=torch.float32, channels_last=layout == "channels_last")
-    monkeypatch.setenv("FASTDW_CPU_BLOCKED", mode)
-    on = fastdw.depthwise_conv2d(x, w, b, stride=2, padding=2)
-    monkeypatch.setenv("FASTDW_CPU_BLOCKED", "0")
-    off = fastdw.depthwise_conv2d(x, w, b, stride=2, padding=2)
+    general = "nhwc_pixels" if layout == "channels_last" else "nchw_planes"
+    with planner.force(kernel=kernel):
+        on = fastdw.depthwise_conv2d(x, w, b, stride=2, padding=2)
+    with planner.force(kernel=general):
+        off = fastdw.depthwise_conv2d(x, w, b, stride=2, padding=2)
     torch.testing.assert_close(on, off, rtol=1e-5, atol=1e-5)
     assert on.stride() == off.stride()
-
-
-def _available_isas():
-    from fastdw import _C
-    best = _C.cpu_isa()
-    return {"avx512": ["generic", "avx2", "avx512"], "avx2": ["generic", "avx2"],
-            "generic": ["generic"]}[best]
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
-def test_blocked_every_isa_build(isa, mode):
-    """Each instruction-set build of the blocked kernels (its own vector width and unroll),
-    in a subprocess because the ISA is chosen once per process."""
-    if isa not in _available_isas():
-        pytest.skip(f"this CPU cannot run the {isa} build")
-    code = (
-        "import torch\n"
-        "from fastdw import _C\n"
-        f"assert _C.cpu_isa() == {isa!r}, _C.cpu_isa()\n"
-        "from tests.test_cpu_blocked import BLOCKED_CONFIGS, DIRECT_CONFIGS\n"
-        "from tests.test_depthwise_cpu import _check_against_reference\n"
-        "for cfg in BLOCKED_CONFIGS + DIRECT_CONFIGS:\n"
-        "    for layout in ('nchw', 'channels_last'):\n"
-        "        for dtype in (torch.float32, torch.bfloat16, torch.float16):\n"
-        "            _check_against_reference(cfg, dtype, layout)\n"
-        "print('ok')\n")
-    env = dict(os.environ, FASTDW_CPU_ISA=isa, FASTDW_CPU_BLOCKED=mode)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -1,68 +1,83 @@
 #pragma once
-// Run-time choice of the CPU instruction set for the kernels.
+// The instruction-set copies of the CPU kernels. Every kernel file is compiled once per entry of
+// FASTDW_CPU_ISAS from the same source (per_isa.h), each copy's functions carrying only their own
+// target attribute: the module never executes an instruction the CPU lacks (unlike a global
+// -mavx2 or -march=native, which also leaks into inline library code), and the planner picks a
+// copy at run time (plan.h).
 //
-// The kernel families are compiled several times from the same source (*.inc): for baseline
-// x86-64, with __attribute__((target("avx2,fma,f16c"))) on every function, and (the channel-blocked
-// family, blocked.cpp) with an AVX-512 target as well. Only those functions carry the wider
-// instructions, so the module never executes one on a CPU that lacks it (unlike a global
-// -mavx2/-march=native, which also leaks into inline library code); the choice is made once, at
-// run time, from what the CPU reports. On an AVX-512 CPU the families without an AVX-512 build
-// run their AVX2 build. Override with FASTDW_CPU_ISA=generic|avx2|avx512 (read once, at first
-// use; a request above what the CPU supports is lowered to what it supports).
-#include <cstdlib>
-#include <cstring>
+// X(name, what the CPU must report); narrowest first. The target attribute of copy NAME is
+// FASTDW_TARGET_NAME (below), the test for it isa_supported().
+#define FASTDW_CPU_ISAS(X)                  \
+  X(generic, "baseline x86-64 (SSE2)")      \
+  X(avx2, "AVX2, FMA, F16C")                \
+  X(avx512, "AVX-512 F/BW/VL/DQ, AVX2, FMA, F16C")
 
 namespace fastdw {
 namespace cpu {
 
-enum class Isa { kGeneric, kAvx2, kAvx512 };
+enum class Isa : int {
+#define FASTDW_ISA_ENUM(NAME, NEEDS) NAME,
+  FASTDW_CPU_ISAS(FASTDW_ISA_ENUM)
+#undef FASTDW_ISA_ENUM
+};
 
-inline bool cpu_has_avx2() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
-#else
-  return false;
-#endif
-}
-
-inline bool cpu_has_avx512() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512dq");
-#else
-  return false;
-#endif
-}
-
-inline Isa select_isa() {
-  const Isa best = cpu_has_avx512() ? Isa::kAvx512 : cpu_has_avx2() ? Isa::kAvx2 : Isa::kGeneric;
-  const char* env = std::getenv("FASTDW_CPU_ISA");
-  if (env && std::strcmp(env, "generic") == 0) return Isa::kGeneric;
-  if (env && std::strcmp(env, "avx2") == 0 && best == Isa::kAvx512) return Isa::kAvx2;
-  return best;
-}
-
-inline Isa active_isa() {
-  static const Isa isa = select_isa();
-  return isa;
-}
+constexpr int kIsaCount = 0
+#define FASTDW_ISA_COUNT(NAME, NEEDS) +1
+    FASTDW_CPU_ISAS(FASTDW_ISA_COUNT)
+#undef FASTDW_ISA_COUNT
+    ;
 
 inline const char* isa_name(Isa isa) {
-  return isa == Isa::kAvx512 ? "avx512" : isa == Isa::kAvx2 ? "avx2" : "generic";
+  switch (isa) {
+#define FASTDW_ISA_NAME(NAME, NEEDS) \
+  case Isa::NAME:                            \
+    return #NAME;
+    FASTDW_CPU_ISAS(FASTDW_ISA_NAME)
+#undef FASTDW_ISA_NAME
+  }
+  return "?";
+}
+
+// Whether this CPU can run the copy (what CPUID reports, asked through the compiler's builtin).
+inline bool isa_supported(Isa isa) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
+  switch (isa) {
+    case Isa::generic: return true;
+    case Isa::avx2: return avx2;
+    case Isa::avx512:
+      return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }
+  return false;
+#else
+  return isa == Isa::generic;
+#endif
+}
+
+// The widest copy this CPU runs (the copies are listed narrowest first).
+inline Isa best_isa() {
+  Isa best = Isa::generic;
+  for (int i = 0; i < kIsaCount; ++i)
+    if (isa_supported(Isa(i))) best = Isa(i);
+  return best;
 }
 
 }  // namespace cpu
 }  // namespace fastdw
 
+// The target attribute of each copy (FASTDW_TARGET_<name>); empty where the compiler cannot
+// target x86 extensions, so that only the generic copy is meaningful there.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FASTDW_HAVE_AVX2_BUILD 1
-#define FASTDW_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define FASTDW_TARGET_AVX512 \
+#define FASTDW_TARGET_generic
+#define FASTDW_TARGET_avx2 __attribute__((target("avx2,fma,f16c")))
+#define FASTDW_TARGET_avx512 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define FASTDW_X86 1
 #else
-#define FASTDW_HAVE_AVX2_BUILD 0
-#define FASTDW_TARGET_AVX2
-#define FASTDW_TARGET_AVX512
+#define FASTDW_TARGET_generic
+#define FASTDW_TARGET_avx2
+#define FASTDW_TARGET_avx512
+#define FASTDW_X86 0
 #endif

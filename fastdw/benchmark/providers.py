@@ -2,7 +2,10 @@
 
 ``torch``          what PyTorch picks for ``F.conv2d(groups=C)`` (cuDNN, its native CUDA kernel,
                    oneDNN, ...), named by asking PyTorch's own backend selector
-``fastdw-cpu``     fastdw's C++ kernels (CPU tensors)
+``fastdw-cpu``     fastdw's CPU op as planned (csrc/cpu/plan.h): its own kernels, or PyTorch's
+                   convolution where a plan picks ``aten``; the row's backend names the kernels
+``fastdw-cpu-kernels``  the same with fastdw's own kernels only (never ``aten``): what fastdw's
+                   kernels themselves achieve
 ``fastdw-cuda``    fastdw's CUDA kernels (CUDA tensors)
 ``fastdw-triton``  the fused depthwise+pointwise Triton kernel (separable shapes only)
 
@@ -155,7 +158,7 @@ class Provider:
     def availability(self, device: torch.device) -> Tuple[bool, str]:
         raise NotImplementedError
 
-    def backend(self, case: Case, t: Tensors) -> str:
+    def backend(self, case: Case, t: Tensors, pass_: str = "fwd") -> str:
         raise NotImplementedError
 
     def build(self, case: Case, pass_: str, t: Tensors) -> Callable[[], Tuple[torch.Tensor, ...]]:
@@ -170,7 +173,7 @@ class TorchProvider(Provider):
     def availability(self, device):
         return True, f"PyTorch {torch.__version__}"
 
-    def backend(self, case, t):
+    def backend(self, case, t, pass_="fwd"):
         s = case.shape
         name = torch_conv_backend(t.x, t.weight, t.bias, s.stride, s.padding, s.dilation)
         return f"dw:{name}" if s.kind == "separable" else name
@@ -211,13 +214,18 @@ def _fastdw():
 
 
 class FastdwKernelProvider(Provider):
-    """fastdw's depthwise kernels on one device type."""
+    """fastdw's depthwise kernels on one device type; ``own_kernels``: on the CPU, never
+    PyTorch's convolution (the planner's ``aten``)."""
 
-    def __init__(self, device_type: str):
+    def __init__(self, device_type: str, own_kernels: bool = False):
         self.device_type = device_type
-        self.name = f"fastdw-{device_type}"
-        self.description = f"fastdw depthwise kernels on {device_type} (composed with a 1x1 " \
-                           "F.conv2d for separable shapes)"
+        self.own_kernels = own_kernels
+        self.name = f"fastdw-{device_type}" + ("-kernels" if own_kernels else "")
+        self.description = (
+            f"fastdw depthwise kernels on {device_type}"
+            + (", own kernels only (never aten)" if own_kernels else
+               (", as planned (may pick aten)" if device_type == "cpu" else ""))
+            + " (composed with a 1x1 F.conv2d for separable shapes)")
 
     def availability(self, device):
         if device.type != self.device_type:
@@ -227,16 +235,34 @@ class FastdwKernelProvider(Provider):
         except ImportError as e:
             return False, f"fastdw failed to import: {e}"
         found = backends.available_backends()
-        if self.name not in found:
+        base = f"fastdw-{self.device_type}"
+        if base not in found:
             return False, f"not in this build (available: {', '.join(found) or 'none'})"
         if self.device_type == "cuda" and not torch.cuda.is_available():
-            return False, found[self.name]
-        return True, found[self.name]
+            return False, found[base]
+        return True, found[base]
 
-    def backend(self, case, t):
-        return "c++" if self.device_type == "cpu" else "cuda"
+    def backend(self, case, t, pass_="fwd"):
+        """CUDA: 'cuda'. CPU: the planned kernel of each pass the row runs (fwd/bwd_input/
+        bwd_weight), asked after the row's first call (so benchmark-mode plans show)."""
+        if self.device_type != "cpu":
+            return "cuda"
+        from fastdw import planner
+        s = case.shape
+        passes = ("fwd", "bwd_input", "bwd_weight") if pass_ == "fwd+bwd" else (pass_,)
+        with planner.force(kernel="fastdw" if self.own_kernels else None):
+            kernels = [planner.explain(t.x, t.weight, s.stride, s.padding, s.dilation, p,
+                                       grad_output=t.gy).kernel for p in passes]
+        return "/".join(kernels)
 
     def build(self, case, pass_, t):
+        fn = self._build(case, pass_, t)
+        if not self.own_kernels:
+            return fn
+        from fastdw import planner
+        return planner.with_own_kernels(fn)
+
+    def _build(self, case, pass_, t):
         fastdw = _fastdw()
         s = case.shape
         kw = _conv_kwargs(case)
@@ -303,7 +329,7 @@ class TritonProvider(Provider):
             return False, why + ": not timed (`python -m fastdw check` tests it)"
         return True, why
 
-    def backend(self, case, t):
+    def backend(self, case, t, pass_="fwd"):
         """'triton', or the path fastdw actually takes for these tensors if it is not."""
         try:
             from fastdw.separable import backend_for
@@ -328,6 +354,7 @@ class TritonProvider(Provider):
 
 def all_providers() -> Dict[str, Provider]:
     return {p.name: p for p in (TorchProvider(), FastdwKernelProvider("cpu"),
+                                FastdwKernelProvider("cpu", own_kernels=True),
                                 FastdwKernelProvider("cuda"), TritonProvider())}
 
 

@@ -9,8 +9,8 @@ from typing import Dict, List, Optional, Sequence
 CSV_FIELDS = ("suite", "kind", "shape", "n", "c", "c_out", "h", "w", "kh", "kw", "m", "stride",
               "padding", "dilation", "activation", "dtype", "layout", "pass", "provider",
               "backend", "device", "status", "median_ms", "lo_ms", "hi_ms", "runs", "bytes",
-              "flops", "gbps", "pct_copy", "gflops", "speedup", "peak_mb", "rel_err", "tol",
-              "error")
+              "flops", "gbps", "pct_copy", "roof_ms", "pct_roof", "gflops", "speedup", "peak_mb",
+              "rel_err", "tol", "error")
 _LAYOUT_SHORT = {"nchw": "nchw", "channels_last": "cl"}
 
 
@@ -37,7 +37,14 @@ def header(result: Dict) -> str:
     lines = [f"fastdw bench on {m['device']} ({m['device_name']}), torch {m['torch']}, "
              f"fastdw {m['fastdw']}, triton {m.get('triton')}, {m['threads']} CPU threads",
              f"timer: {m['timer']}; {m['quantiles']}; copy bandwidth {m['copy_gbps']:.1f} GB/s "
-             f"(copy of {m['copy_bytes'] >> 20} MiB, bytes read + written)"]
+             f"(copy of {m['copy_bytes'] >> 20} MiB, bytes read + written)"
+             + (f"; multiply-add rate {m['fma_per_s'] / 1e9:.1f} G/s (float32, all threads)"
+                if m.get("fma_per_s") else "")]
+    if m["device"] == "cpu" and "cpu_isa" in m:
+        lines.append(f"CPU kernels: ISA copy {m['cpu_isa']}, benchmark mode "
+                     f"{'on' if m['cpu_benchmark_mode'] else 'off'}, {m['cpu_cached_plans']} "
+                     f"plans from {m['cpu_plan_file'] or 'no plan file'}; %roof = share of the "
+                     "limit max(bytes / copy bandwidth, multiply-adds / multiply-add rate)")
     busy, load, cores = m.get("busy_elsewhere"), m.get("load_average"), m.get("cpu_count")
     if m["device"] == "cpu" and busy is not None:
         if busy > 0.25:
@@ -72,20 +79,27 @@ def noisy(r: Dict) -> bool:
     return r.get("median_ms") is not None and (r["hi_ms"] - r["lo_ms"]) > NOISE * r["median_ms"]
 
 
+def _share(r: Dict) -> str:
+    """The row's share of the roofline limit (CPU), else of the copy bandwidth."""
+    key = "pct_roof" if r.get("pct_roof") is not None else "pct_copy"
+    return _fmt(r.get(key), ".0f") + "%"
+
+
 def _cells(r: Optional[Dict], baseline: bool) -> List[str]:
     if r is None:
-        return ["", "", "", ""]
+        return ["", "", "", "", ""]
     if r["status"] != "ok":
-        return ["FAIL" if r["status"] == "FAIL" else "ERROR", "", "", ""]
-    last = r["backend"] if baseline else _fmt(r.get("speedup"), ".2f") + "x"
+        return ["FAIL" if r["status"] == "FAIL" else "ERROR", "", "", "", ""]
+    last = "" if baseline else _fmt(r.get("speedup"), ".2f") + "x"
     return [_ms(r["median_ms"]) + ("*" if noisy(r) else ""), _fmt(r.get("gbps"), ".1f"),
-            _fmt(r.get("pct_copy"), ".0f") + "%", last]
+            _share(r), last, r.get("backend") or ""]
 
 
 def table(result: Dict) -> str:
     """One section per (suite, dtype); one line per (shape, batch, layout, pass) with each
-    provider's median time, GB/s, % of copy bandwidth, and its speedup over torch (or, for
-    torch, the backend PyTorch picked); geomean lines close each section."""
+    provider's median time, GB/s, share of the roofline limit (%roof, CPU; % of copy bandwidth
+    elsewhere), speedup over torch, and the backend that ran (PyTorch's pick; fastdw's CPU
+    kernels per pass); geomean lines close each section."""
     rows = result["rows"]
     provs = _providers_in(rows)
     out: List[str] = []
@@ -94,9 +108,11 @@ def table(result: Dict) -> str:
         sections.setdefault((r["suite"], r["dtype"]), []).append(r)
     head = ["shape", "N", "layout", "pass"]
     sub = ["", "", "", ""]
+    roof = any(r.get("pct_roof") is not None for r in rows)
     for p in provs:
-        head += [p, "", "", ""]
-        sub += ["ms", "GB/s", "%copy", "backend" if p == "torch" else "vs torch"]
+        head += [p, "", "", "", ""]
+        sub += ["ms", "GB/s", "%roof" if roof else "%copy", "" if p == "torch" else "vs torch",
+                "backend"]
     for (suite, dtype), rs in sections.items():
         lines = [head, sub]
         keyed: Dict[tuple, Dict[str, Dict]] = {}
@@ -112,15 +128,15 @@ def table(result: Dict) -> str:
                 line = ["geomean", "", _LAYOUT_SHORT.get(g["layout"], g["layout"]), g["pass"]]
                 for p in provs:
                     if p == g["provider"]:
-                        line += ["", "", _fmt(g["pct_copy"], ".0f") + "%",
-                                 _fmt(g["speedup"], ".2f") + "x"]
+                        line += ["", "", _share(g), _fmt(g["speedup"], ".2f") + "x", ""]
                     else:
-                        line += ["", "", "", ""]
+                        line += ["", "", "", "", ""]
                 lines.append(line)
         widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
         out.append(f"== {suite} | {dtype} ==")
         for i, l in enumerate(lines):
-            cells = [c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(zip(l, widths))]
+            cells = [c.ljust(w) if j < 4 or (j - 4) % 5 == 4 else c.rjust(w)
+                     for j, (c, w) in enumerate(zip(l, widths))]
             out.append("  ".join(cells).rstrip())
             if i == 1:
                 out.append("-" * len(out[-1]))
@@ -139,6 +155,8 @@ def summary(result: Dict) -> str:
         lines.append(f"geomean speedup of {g['provider']} over torch, {g['pass']}: "
                      f"{_fmt(g['speedup'], '.2f')}x over {g['rows'] - g['failed']} cases, "
                      f"{_fmt(g['pct_copy'], '.0f')}% of copy bandwidth"
+                     + (f", {_fmt(g['pct_roof'], '.0f')}% of the roofline limit"
+                        if g.get("pct_roof") else "")
                      + (f", {g['failed']} FAILED" if g["failed"] else ""))
     for r in result["rows"]:
         if r["status"] != "ok":

@@ -114,6 +114,11 @@ def environment(device: torch.device) -> Dict:
         info["triton"] = triton.__version__
     except ImportError:
         info["triton"] = None
+    if device.type == "cpu":
+        from .. import planner
+        info.update(cpu_isa=planner.CpuBackend().isa,
+                    cpu_benchmark_mode=planner.CpuBackend().benchmark,
+                    cpu_plan_file=planner.plan_file(), cpu_cached_plans=len(planner.cached_plans()))
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(device_name=props.name, sm_count=props.multi_processor_count,
@@ -152,7 +157,7 @@ def _peak_mb(fn, device) -> Optional[float]:
 
 
 def _run_pass(case: Case, pass_: str, dtype_name: str, layout: str, t, ref: Reference,
-              provs, device, cfg: BenchConfig, copy_gbps: float) -> List[Dict]:
+              provs, device, cfg: BenchConfig, roof: "Roof") -> List[Dict]:
     """One row per provider for one (case, dtype, layout, pass): check each provider against
     the reference, then time together the ones whose outputs matched."""
     dtype = DTYPES[dtype_name]
@@ -167,10 +172,11 @@ def _run_pass(case: Case, pass_: str, dtype_name: str, layout: str, t, ref: Refe
                    rel_err=None, tol=tol, bytes=nbytes, flops=bandwidth.flops(case, pass_))
         group.append(row)
         try:
-            row["backend"] = prov.backend(case, t)
             fn = prov.build(case, pass_, t)
             outs = fn()
             _sync(device)
+            # After the first call: with benchmark mode on, that call chose the CPU kernels.
+            row["backend"] = prov.backend(case, t, pass_)
             errs = ref.compare(names, outs)
             del outs
         except Exception as e:  # noqa: BLE001 - recorded in the row
@@ -189,11 +195,26 @@ def _run_pass(case: Case, pass_: str, dtype_name: str, layout: str, t, ref: Refe
                 f"{e.nonfinite} non-finite (tol {tol:g})"))
         else:
             fns[prov.name] = fn
-    _time_rows(group, fns, device, cfg.timer, copy_gbps)
+    _time_rows(group, fns, device, cfg.timer, roof)
     return group
 
 
-def _time_rows(group, fns, device, timer_cfg, copy_gbps):
+@dataclasses.dataclass(frozen=True)
+class Roof:
+    """The machine's limits, calibrated in the same run as the timings: copy bandwidth (GB/s,
+    bytes read + written) and, on the CPU, the float32 multiply-add rate (per second, all
+    threads; None elsewhere). A pass cannot take less than max(bytes / bandwidth, multiply-adds
+    / rate): its share of that limit is the roofline column."""
+    copy_gbps: float
+    fma_per_s: Optional[float]
+
+    def limit_ms(self, nbytes: int, flops: int) -> Optional[float]:
+        if self.fma_per_s is None:
+            return None
+        return 1e3 * max(nbytes / (self.copy_gbps * 1e9), (flops / 2) / self.fma_per_s)
+
+
+def _time_rows(group, fns, device, timer_cfg, roof: Roof):
     """Times the providers that passed their check, together, and fills in their rows."""
     if not fns:
         return
@@ -212,7 +233,10 @@ def _time_rows(group, fns, device, timer_cfg, copy_gbps):
         r.update(median_ms=tm.median_ms, lo_ms=tm.lo_ms, hi_ms=tm.hi_ms, runs=tm.runs,
                  peak_mb=_peak_mb(fns[r["provider"]], device), gbps=r["bytes"] / sec / 1e9,
                  gflops=r["flops"] / sec / 1e9)
-        r["pct_copy"] = 100.0 * r["gbps"] / copy_gbps
+        r["pct_copy"] = 100.0 * r["gbps"] / roof.copy_gbps
+        limit = roof.limit_ms(r["bytes"], r["flops"])
+        r["roof_ms"] = limit
+        r["pct_roof"] = None if limit is None else 100.0 * limit / tm.median_ms
     base = timings.get("torch")
     for r in group:
         if base is not None and r["provider"] in timings:
@@ -261,6 +285,11 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda m: print(m, file=s
         return timing.time_group(fns, device, cfg.timer)
     copy_bytes = cfg.copy_bytes or ((1 << 30) if device.type == "cuda" else (256 << 20))
     copy_gbps = bandwidth.copy_bandwidth(device, timer, copy_bytes)
+    fma_per_s = None
+    if device.type == "cpu":
+        from .. import planner
+        fma_per_s = planner.fma_rate(0.05 if cfg.quick else 0.3)
+    roof = Roof(copy_gbps, fma_per_s)
 
     def plan(case):
         passes = [p for p in cfg.passes if p in bandwidth.PASSES_BY_KIND[case.shape.kind]]
@@ -286,7 +315,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda m: print(m, file=s
                     bar.set_postfix_str(f"{case.shape.suite} {case.shape.label} {dtype_name} "
                                         f"{layout} {pass_}", refresh=False)
                     group = _run_pass(case, pass_, dtype_name, layout, t, ref, provs, device,
-                                      cfg, copy_gbps)
+                                      cfg, roof)
                     bar.update(len(group))
                     rows.extend(group)
             del base, ref, t
@@ -296,6 +325,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda m: print(m, file=s
 
     meta = dict(environment(device), **timing.describe(device),
                 timer_config=dataclasses.asdict(cfg.timer), copy_gbps=copy_gbps,
+                fma_per_s=fma_per_s,
                 copy_bytes=copy_bytes, suites=list(cfg.suites), passes=list(cfg.passes),
                 dtypes=list(cfg.dtypes), layouts=list(cfg.layouts), batches=batches,
                 quick=cfg.quick, seed=cfg.seed,
@@ -322,5 +352,6 @@ def summarize(rows: Sequence[Dict]) -> List[Dict]:
         out.append({"provider": prov, "suite": suite, "dtype": dtype, "layout": layout,
                     "pass": pass_, "speedup": geomean([r.get("speedup") for r in ok]),
                     "pct_copy": geomean([r.get("pct_copy") for r in ok]),
+                    "pct_roof": geomean([r.get("pct_roof") for r in ok]),
                     "rows": len(rs), "failed": len(rs) - len(ok)})
     return out

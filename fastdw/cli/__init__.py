@@ -9,7 +9,7 @@ import argparse
 import importlib
 from typing import Optional, Sequence
 
-COMMANDS = ("bench", "params", "viz", "compare", "check")
+COMMANDS = ("bench", "tune", "params", "viz", "compare", "check")
 
 
 def positive_int(text: str) -> int:

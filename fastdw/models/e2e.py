@@ -1,15 +1,26 @@
-"""End-to-end benchmark: MobileNetV2 inference and a training step, stock PyTorch against the
-same model converted by ``fastdw.convert`` (and, for inference, converted with ``fuse=True``).
+"""End-to-end benchmark: a model's inference and training step, stock PyTorch against the same
+model converted by ``fastdw.convert`` (and, for inference, converted with ``fuse=True``).
+
+Models: ``mobilenet_v2`` (fastdw's own MobileNetV2, ``width_mult``), or ``timm:<name>`` (a timm
+model built with random weights, e.g. ``timm:mobilenetv2_100``, ``timm:efficientnet_b0``,
+``timm:convnext_tiny``; timm must be installed).
 
 Providers: ``torch`` (stock model: PyTorch picks its own depthwise kernel), ``fastdw``
-(``convert(model)``), ``fastdw-fused`` (``convert(model.eval(), fuse=True)``, inference only).
-CPU timings use ``torch.utils.benchmark`` (blocked_autorange median); GPU timings use
-``triton.testing.do_bench`` (median, with 20th/80th percentiles), which synchronises.
+(``convert(model)``: fastdw's CPU op as planned, which may pick PyTorch's own convolution for a
+pass), ``fastdw-kernels`` (the same converted model with fastdw's own kernels only),
+``fastdw-fused`` (``convert(model.eval(), fuse=True)``, inference only).
+
+CPU timings interleave the providers: ``rounds`` rounds, each giving every provider a
+``torch.utils.benchmark`` blocked_autorange of ``min_run_time / rounds`` seconds in rotating
+order, so load from other processes falls on all of them alike; a row's time is the median over
+its blocks, its speedup the median over rounds of the per-round ratio to ``torch``. GPU timings
+use ``triton.testing.do_bench`` (median, with 20th/80th percentiles), which synchronises.
 """
 from __future__ import annotations
 
 import copy
 import platform
+import statistics
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -19,9 +30,10 @@ import torch.nn.functional as F
 from ..convert import convert
 from .mobilenetv2 import mobilenet_v2
 
-__all__ = ["run_e2e", "format_rows", "PROVIDERS", "MODES"]
+__all__ = ["run_e2e", "format_rows", "build_model", "PROVIDERS", "MODES"]
 
 PROVIDERS = ("torch", "fastdw", "fastdw-fused")
+ALL_PROVIDERS = ("torch", "fastdw", "fastdw-kernels", "fastdw-fused")
 MODES = ("inference", "train")
 
 
@@ -31,42 +43,64 @@ def _device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def _timer(fn: Callable[[], object], device: torch.device, min_run_time: float):
-    """(median, p20, p80) in milliseconds; p20/p80 are None on CPU."""
-    if device.type == "cuda":
-        import triton.testing
-        med, p20, p80 = triton.testing.do_bench(fn, quantiles=[0.5, 0.2, 0.8])
-        return med, p20, p80
-    from torch.utils import benchmark
-    for _ in range(2):  # warm-up outside the measurement (first-call allocations, oneDNN init)
-        fn()
-    m = benchmark.Timer(stmt="fn()", globals={"fn": fn},
-                        num_threads=torch.get_num_threads()).blocked_autorange(
-                            min_run_time=min_run_time)
-    return m.median * 1e3, None, None
+def build_model(model: str, width_mult: float = 1.0) -> nn.Module:
+    """The stock model: ``mobilenet_v2`` (fastdw's, ``width_mult``) or ``timm:<name>`` (random
+    weights, 1000 classes)."""
+    if model == "mobilenet_v2":
+        return mobilenet_v2(width_mult=width_mult, use_fastdw=False)
+    if model.startswith("timm:"):
+        import timm
+        return timm.create_model(model[len("timm:"):], pretrained=False)
+    raise ValueError(f"unknown model {model!r}; expected mobilenet_v2 or timm:<name>")
 
 
 def _build(provider: str, stock: nn.Module, mode: str) -> Optional[nn.Module]:
     model = copy.deepcopy(stock).train(mode == "train")
     if provider == "torch":
         return model
-    if provider == "fastdw":
+    if provider in ("fastdw", "fastdw-kernels"):
         return convert(model, inplace=True)[0]
     if provider == "fastdw-fused":
         return convert(model, inplace=True, fuse=True)[0] if mode == "inference" else None
-    raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
+    raise ValueError(f"unknown provider {provider!r}; expected one of {ALL_PROVIDERS}")
+
+
+def _time_gpu(fn: Callable[[], object]):
+    import triton.testing
+    return triton.testing.do_bench(fn, quantiles=[0.5, 0.2, 0.8])
+
+
+def _time_cpu_interleaved(fns: Dict[str, Callable[[], object]], min_run_time: float,
+                          rounds: int):
+    """{name: (median ms over blocks, [per-round median ms])}, providers interleaved."""
+    from torch.utils import benchmark
+    for fn in fns.values():  # warm-up (first-call allocations, oneDNN primitive creation)
+        fn(), fn()
+    names = list(fns)
+    timers = {n: benchmark.Timer(stmt="fn()", globals={"fn": fns[n]},
+                                 num_threads=torch.get_num_threads()) for n in names}
+    blocks = {n: [] for n in names}
+    per_round = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            m = timers[n].blocked_autorange(min_run_time=min_run_time / rounds)
+            blocks[n] += [t * 1e3 for t in m.times]
+            per_round[n].append(m.median * 1e3)
+    return {n: (statistics.median(blocks[n]), per_round[n]) for n in names}
 
 
 def run_e2e(device="cpu", batch: Optional[int] = None, resolution: int = 224,
             modes: Sequence[str] = MODES, providers: Sequence[str] = PROVIDERS,
             dtype: torch.dtype = torch.float32, channels_last: bool = False,
             width_mult: float = 1.0, min_run_time: float = 1.0,
-            seed: int = 0) -> List[Dict[str, object]]:
-    """Times MobileNetV2 (``width_mult``, 1000 classes) per mode and provider; returns one row
-    (a dict) per measurement. ``batch`` defaults to 8 on CPU and 64 on GPU. Each row holds the
-    median time in ms, the speedup over ``torch`` in the same mode, and for inference the
-    largest difference of the logits from the stock model's (same weights), relative to the
-    largest stock logit."""
+            seed: int = 0, model: str = "mobilenet_v2",
+            rounds: int = 3) -> List[Dict[str, object]]:
+    """Times ``model`` per mode and provider; returns one row (a dict) per measurement.
+    ``batch`` defaults to 8 on CPU and 64 on GPU. Each row holds the median time in ms, the
+    speedup over ``torch`` in the same mode, and for inference the largest difference of the
+    logits from the stock model's (same weights), relative to the largest stock logit."""
+    from .. import planner
+
     device = torch.device(device)
     if batch is None:
         batch = 64 if device.type == "cuda" else 8
@@ -75,48 +109,62 @@ def run_e2e(device="cpu", batch: Optional[int] = None, resolution: int = 224,
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     torch.manual_seed(seed)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    stock = mobilenet_v2(width_mult=width_mult, use_fastdw=False).to(
-        device=device, dtype=dtype, memory_format=memory_format)
+    stock = build_model(model, width_mult).to(device=device, dtype=dtype,
+                                             memory_format=memory_format)
     x = torch.randn(batch, 3, resolution, resolution, device=device, dtype=dtype).contiguous(
         memory_format=memory_format)
     target = torch.randint(0, 1000, (batch,), device=device)
+    name = f"mobilenet_v2_{width_mult:g}" if model == "mobilenet_v2" else model
     rows = []
     for mode in modes:
+        fns, errs = {}, {}
         reference_out = None
-        base_ms = None
         for provider in providers:
-            model = _build(provider, stock, mode)
-            if model is None:
+            net = _build(provider, stock, mode)
+            if net is None:
                 continue
             if mode == "inference":
-                def fn(model=model):
+                def fn(net=net):
                     with torch.inference_mode():
-                        return model(x)
+                        return net(x)
+            else:
+                opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+
+                def fn(net=net, opt=opt):
+                    opt.zero_grad(set_to_none=True)
+                    loss = F.cross_entropy(net(x), target)
+                    loss.backward()
+                    opt.step()
+            if provider == "fastdw-kernels":
+                fn = planner.with_own_kernels(fn)
+            if mode == "inference":
                 out = fn().double()
                 if reference_out is None:
                     reference_out = out
-                err = ((out - reference_out).abs().max() /
-                       reference_out.abs().max().clamp_min(1e-30)).item()
+                errs[provider] = ((out - reference_out).abs().max() /
+                                  reference_out.abs().max().clamp_min(1e-30)).item()
+            fns[provider] = fn
+        if device.type == "cuda":
+            timed = {p: _time_gpu(fn) for p, fn in fns.items()}
+        else:
+            timed = _time_cpu_interleaved(fns, min_run_time * len(fns), rounds)
+        base = next(iter(timed))
+        for provider, t in timed.items():
+            if device.type == "cuda":
+                med, p20, p80 = t
+                speedup = timed[base][0] / med
             else:
-                opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-                def fn(model=model, opt=opt):
-                    opt.zero_grad(set_to_none=True)
-                    loss = F.cross_entropy(model(x), target)
-                    loss.backward()
-                    opt.step()
-                err = None
-            med, p20, p80 = _timer(fn, device, min_run_time)
-            if base_ms is None:
-                base_ms = med
+                med, per_round = t
+                p20 = p80 = None
+                speedup = statistics.median(
+                    b / m for b, m in zip(timed[base][1], per_round))
             rows.append(dict(
-                model=f"mobilenet_v2_{width_mult:g}", mode=mode, provider=provider,
+                model=name, mode=mode, provider=provider,
                 device=_device_name(device), batch=batch, resolution=resolution,
                 dtype=str(dtype).replace("torch.", ""),
                 memory_format="channels_last" if channels_last else "nchw",
-                median_ms=med, p20_ms=p20, p80_ms=p80, speedup=base_ms / med,
-                max_rel_diff=err, torch=torch.__version__))
-            del model
+                median_ms=med, p20_ms=p20, p80_ms=p80, speedup=speedup,
+                max_rel_diff=errs.get(provider), torch=torch.__version__))
     return rows
 
 
@@ -125,14 +173,14 @@ def format_rows(rows: Sequence[Dict[str, object]]) -> str:
     if not rows:
         return "(no rows)"
     head = rows[0]
-    lines = [f"MobileNetV2 end to end on {head['device']}, batch {head['batch']}, "
+    lines = [f"{head['model']} end to end on {head['device']}, batch {head['batch']}, "
              f"{head['resolution']}x{head['resolution']}, {head['dtype']}, "
              f"{head['memory_format']}, torch {head['torch']}",
-             f"{'mode':<10} {'provider':<13} {'median ms':>10} {'p20-p80 ms':>16} "
+             f"{'mode':<10} {'provider':<15} {'median ms':>10} {'p20-p80 ms':>16} "
              f"{'speedup':>8} {'rel. diff':>10}"]
     for r in rows:
         spread = (f"{r['p20_ms']:.3f}-{r['p80_ms']:.3f}" if r["p20_ms"] is not None else "")
         diff = f"{r['max_rel_diff']:.1e}" if r["max_rel_diff"] is not None else ""
-        lines.append(f"{r['mode']:<10} {r['provider']:<13} {r['median_ms']:>10.3f} "
+        lines.append(f"{r['mode']:<10} {r['provider']:<15} {r['median_ms']:>10.3f} "
                      f"{spread:>16} {r['speedup']:>7.2f}x {diff:>10}")
     return "\n".join(lines)

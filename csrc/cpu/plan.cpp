@@ -1,0 +1,523 @@
+// The CPU planner (plan.h): the rule table, what each kernel can run, the overrides, benchmark
+// mode and its cache.
+#include "cpu/plan.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace fastdw {
+namespace cpu {
+namespace {
+
+bool has_padding(const DepthwiseParams& p) { return p.pad_h > 0 || p.pad_w > 0; }
+int64_t out_plane(const DepthwiseParams& p) { return p.out_h * p.out_w; }
+bool half_type(Dtype d) { return d == Dtype::kBFloat16 || d == Dtype::kHalf; }
+
+// The NCHW kernels copy each plane into a padded, stride-phase-split buffer. For ordinary
+// convolutions that buffer is about the size of the plane; for pathological geometry (padding
+// far beyond the input, a stride far beyond the width) it would be enormous.
+bool planes_fit(const DepthwiseParams& p) {
+  const double rows = double(p.in_h) + 2.0 * double(p.pad_h);
+  const double phases = double(p.stride_w);
+  const double segment = std::ceil((double(p.in_w) + 2.0 * double(p.pad_w)) / phases) + 32.0;
+  const double buffer = rows * phases * segment;
+  const double planes = double(p.in_h) * double(p.in_w) + double(p.out_h) * double(p.out_w);
+  return buffer <= 4.0 * planes + 65536.0;
+}
+
+// Whether an item's ring of converted rows is of reasonable size (pathological padding or
+// dilation makes it huge).
+bool blocks_fit(const DepthwiseParams& p) {
+  const double ring_rows = double(p.kernel_h - 1) * double(p.dilation_h) + 1.0;
+  const double padded_w = double(p.out_w - 1) * double(p.stride_w) +
+                          double(p.kernel_w - 1) * double(p.dilation_w) + 1.0;
+  const double floats = ring_rows * padded_w * kLanes;
+  const double plane = double(p.in_h) * double(p.in_w) + double(p.out_h) * double(p.out_w);
+  return floats <= std::max(4.0 * plane * kLanes, double(1 << 20));
+}
+
+// The shapes the in-place channels_last tiles are compiled for (FASTDW_SQUARE_SIZES x
+// FASTDW_STRIDES, dilation 1, multiplier 1).
+bool tiles_fit(const DepthwiseParams& p) {
+  bool size = false, stride = false;
+#define FASTDW_IS_SIZE(K) size = size || p.kernel_h == K;
+#define FASTDW_IS_STRIDE(S) stride = stride || p.stride_h == S;
+  FASTDW_SQUARE_SIZES(FASTDW_IS_SIZE)
+  FASTDW_STRIDES(FASTDW_IS_STRIDE)
+#undef FASTDW_IS_SIZE
+#undef FASTDW_IS_STRIDE
+  return p.multiplier == 1 && p.kernel_h == p.kernel_w && p.stride_h == p.stride_w &&
+         p.dilation_h == 1 && p.dilation_w == 1 && size && stride;
+}
+
+constexpr const char* kMaterialisesPadding =
+    "multiplies the weights by materialised zero padding: with an Inf or NaN weight that would "
+    "give NaN where PyTorch has no contribution";
+
+// ---- the rule table --------------------------------------------------------------------------
+// Rules are tried in order; the first whose condition holds and whose kernel applies
+// (unsupported() == nullptr) decides. The last rule of each pass always applies. Ratios are
+// in-process A/B medians (bench/cpu_routes_ab.py) on the MobileNetV2, EfficientNet-B0 and
+// ConvNeXt-T depthwise layers at N = 1 and 8, taken on the 2-vCPU AMD EPYC (Zen 4) whose
+// benchmark runs are bench/results/cpu-amd-epyc-zen4-2core_2026-11-28_*. They have not been
+// re-derived on an Intel CPU yet (no committed Intel results): on another CPU, tune (benchmark
+// mode, python -m fastdw tune) rather than trust them.
+struct Rule {
+  Pass pass;
+  Kernel kernel;
+  bool (*when)(const Problem&);
+  const char* why;
+};
+
+bool cl(const Problem& q) { return q.p.channels_last; }
+bool always(const Problem&) { return true; }
+// Where one block in sliding windows beats the 4 x 4 tiles of the in-place forward: always for
+// bfloat16/float16 (each input vector converted once per kernel row); in float for stride 1 on
+// rows of 14 outputs and more with 64 channels and more (Zen 4: 1.1-1.6x; the tiles stay ahead
+// on stride 2, 7-wide rows and 32 channels).
+bool windows_win(const Problem& q) {
+  return half_type(q.dtype) ||
+         (q.p.stride_w == 1 && q.p.in_channels >= 64 && q.p.out_w >= 14);
+}
+
+const Rule kRules[] = {
+    // ---- forward
+    {Pass::fwd, Kernel::nhwc_windows,
+     [](const Problem& q) { return cl(q) && q.dtype == Dtype::kFloat && windows_win(q); },
+     "channels_last float32, stride 1, >= 64 channels, rows of >= 14: the in-place sliding "
+     "windows (Zen 4: 1.1-1.6x over nhwc_tiles)"},
+    {Pass::fwd, Kernel::nhwc_tiles,
+     [](const Problem& q) { return cl(q) && q.dtype == Dtype::kFloat; },
+     "channels_last float32: the in-place tiles (Zen 4: 1.1-1.9x over channel_blocks and "
+     "nhwc_pixels on every layer they fit)"},
+    {Pass::fwd, Kernel::nhwc_windows,
+     [](const Problem& q) {
+       return cl(q) && half_type(q.dtype) && q.p.batch * out_plane(q.p) < 8 * 14 * 14;
+     },
+     "channels_last bfloat16/float16, small layers (N * output plane < 8 * 14 * 14): the "
+     "in-place sliding windows (Zen 4: 1.0-1.3x over channel_blocks)"},
+    {Pass::fwd, Kernel::channel_blocks,
+     [](const Problem& q) {
+       return cl(q) && (q.p.taps() >= 25 || (half_type(q.dtype) && q.p.stride_w == 1));
+     },
+     "channels_last, 5x5 taps and more, or bfloat16/float16 with stride 1: rows converted once "
+     "(Zen 4: 1.0-1.4x over nhwc_pixels)"},
+    {Pass::fwd, Kernel::channel_blocks,
+     [](const Problem& q) { return !cl(q) && q.p.stride_w >= 2 && out_plane(q.p) <= 28 * 28; },
+     "NCHW, stride >= 2, output planes up to 28x28 (Zen 4: 1.3-2.7x over nchw_planes)"},
+    {Pass::fwd, Kernel::channel_blocks,
+     [](const Problem& q) {
+       return !cl(q) && (q.p.taps() >= 49 || (out_plane(q.p) <= 7 * 7 && q.p.taps() >= 25));
+     },
+     "NCHW 7x7 kernels, and 5x5 on 7x7 planes (Zen 4: 1.0-1.2x over nchw_planes)"},
+    {Pass::fwd, Kernel::channel_blocks,
+     [](const Problem& q) {
+       return !cl(q) && out_plane(q.p) <= 7 * 7 && q.p.batch * q.p.in_channels >= 4096;
+     },
+     "NCHW 7x7 planes and smaller with N * C >= 4096 (Zen 4: 1.1-1.7x over nchw_planes)"},
+    {Pass::fwd, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
+     "NCHW: padded, stride-phase-split planes"},
+    {Pass::fwd, Kernel::nhwc_windows, windows_win,
+     "the in-place windows visit in-bounds taps only (the NCHW kernels do not apply: non-finite "
+     "weights over padding, or padding far beyond the plane)"},
+    {Pass::fwd, Kernel::nhwc_tiles, always,
+     "the in-place tiles visit in-bounds taps only (the NCHW kernels do not apply: non-finite "
+     "weights over padding, or padding far beyond the plane)"},
+    {Pass::fwd, Kernel::nhwc_pixels, always, "any geometry: per-pixel channels_last kernel"},
+
+    // ---- backward-input (stride 1, multiplier 1: see flipped_forward in plan())
+    {Pass::bwd_input, Kernel::nhwc_pixels,
+     [](const Problem& q) {
+       return !cl(q) && q.p.stride_h * q.p.stride_w > 1 && out_plane(q.p) <= 28 * 28;
+     },
+     "NCHW strided, output planes up to 28x28: the channels_last gather between two layout "
+     "copies (Zen 4: 2-4x over the nchw_planes phase gather)"},
+    {Pass::bwd_input, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
+     "NCHW: phase-split planes (a plain conv with the flipped kernel when the stride is 1)"},
+    {Pass::bwd_input, Kernel::nhwc_pixels, always,
+     "channels_last gather over in-bounds taps (any geometry, any weights)"},
+
+    // ---- backward-weight
+    {Pass::bwd_weight, Kernel::channel_blocks, cl,
+     "channels_last: per-item partial sums over rows converted once (Zen 4: 1.1-4.9x over "
+     "nhwc_pixels)"},
+    {Pass::bwd_weight, Kernel::channel_blocks,
+     [](const Problem& q) {
+       return q.p.stride_h * q.p.stride_w > 1 || q.p.taps() >= 25 ||
+              (out_plane(q.p) <= 7 * 7 && q.p.batch * q.p.in_channels >= 4096);
+     },
+     "NCHW with stride >= 2, 5x5 taps and more, or 7x7 planes with N * C >= 4096 (Zen 4: "
+     "1.1-3.7x over nchw_planes)"},
+    {Pass::bwd_weight, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
+     "NCHW: register tap groups over padded planes (channel_blocks is 0.45-0.9x on 3x3 "
+     "stride-1 planes, Zen 4)"},
+    {Pass::bwd_weight, Kernel::nhwc_pixels, always,
+     "channels_last per-row-chunk partial sums (any geometry)"},
+};
+
+// ---- overrides and benchmark mode ---------------------------------------------------------
+
+constexpr int kNoKernel = -1, kOwnKernels = -2, kNoIsa = -1;
+
+int env_kernel() {
+  const char* env = std::getenv("FASTDW_CPU_KERNEL");
+  if (!env || !*env) return kNoKernel;
+  if (std::strcmp(env, "fastdw") == 0) return kOwnKernels;
+  Kernel k;
+  if (!kernel_from_name(env, &k))
+    throw std::invalid_argument(std::string("fastdw: FASTDW_CPU_KERNEL=") + env +
+                                " names no CPU kernel");
+  return int(k);
+}
+int env_isa() {
+  const char* env = std::getenv("FASTDW_CPU_ISA");
+  Isa isa;
+  if (!env || !*env) return kNoIsa;
+  if (!isa_from_name(env, &isa))
+    throw std::invalid_argument(std::string("fastdw: FASTDW_CPU_ISA=") + env +
+                                " names no ISA copy (generic, avx2, avx512)");
+  return int(isa);
+}
+
+// Read once, at first use: never a getenv per call.
+std::atomic<int>& forced_kernel_state() {
+  static std::atomic<int> state{env_kernel()};
+  return state;
+}
+std::atomic<int>& forced_isa_state() {
+  static std::atomic<int> state{env_isa()};
+  return state;
+}
+std::atomic<bool>& benchmark_state() {
+  static std::atomic<bool> state{[] {
+    const char* env = std::getenv("FASTDW_CPU_BENCHMARK");
+    return env && std::strcmp(env, "1") == 0;
+  }()};
+  return state;
+}
+
+// ---- the cache -------------------------------------------------------------------------------
+
+struct Key {
+  int64_t v[20];
+  bool operator==(const Key& o) const { return std::memcmp(v, o.v, sizeof(v)) == 0; }
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t x : k.v) h = (h ^ uint64_t(x)) * 1099511628211ull;
+    return size_t(h);
+  }
+};
+Key key_of(const Problem& q, Isa isa, bool allow_aten) {
+  const DepthwiseParams& p = q.p;
+  return Key{{p.batch, p.in_channels, p.multiplier, p.in_h, p.in_w, p.kernel_h, p.kernel_w,
+              p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w,
+              p.channels_last, int64_t(q.dtype), int64_t(q.pass), q.weights_finite, q.threads,
+              int64_t(isa), allow_aten}};
+}
+
+struct Cache {
+  std::mutex mutex;
+  std::unordered_map<Key, CacheEntry, KeyHash> entries;
+};
+Cache& cache() {
+  static Cache c;
+  return c;
+}
+
+// Noise-resistant timing on a shared machine: the minimum over rounds of the mean
+// of a block of runs (load from elsewhere only ever adds time), candidates interleaved in rounds.
+std::vector<double> time_candidates(const std::vector<Kernel>& kernels, Isa isa,
+                                    const RunFn& run) {
+  using clock = std::chrono::steady_clock;
+  constexpr int kRounds = 3;
+  constexpr double kBlockSeconds = 2e-3;
+  std::vector<double> best(kernels.size(), 1e30);
+  std::vector<int> reps(kernels.size(), 1);
+  for (size_t i = 0; i < kernels.size(); ++i) {  // warm-up, and the size of a block
+    const auto t0 = clock::now();
+    run(kernels[i], isa);
+    const double once = std::chrono::duration<double>(clock::now() - t0).count();
+    reps[i] = std::clamp(int(kBlockSeconds / std::max(once, 1e-7)), 1, 100);
+  }
+  for (int r = 0; r < kRounds; ++r)
+    for (size_t i = 0; i < kernels.size(); ++i) {
+      const auto t0 = clock::now();
+      for (int k = 0; k < reps[i]; ++k) run(kernels[i], isa);
+      const double t = std::chrono::duration<double>(clock::now() - t0).count() / reps[i];
+      best[i] = std::min(best[i], t);
+    }
+  return best;
+}
+
+Plan by_rules(const Problem& q, Isa isa, bool allow_aten, int forced) {
+  if (forced >= 0) {
+    const Kernel k = Kernel(forced);
+    const char* why_not = unsupported(k, q);
+    if (!why_not) return {k, isa, "forced", "FASTDW_CPU_KERNEL / fastdw.planner.force", ""};
+    Plan plan = by_rules(q, isa, allow_aten, kNoKernel);
+    plan.note = why_not;
+    return plan;
+  }
+  if (q.pass == Pass::bwd_input) {
+    DepthwiseParams fp;
+    if (flipped_forward(q.p, &fp)) {
+      Problem f = q;
+      f.p = fp;
+      f.pass = Pass::fwd;
+      Plan plan = by_rules(f, isa, allow_aten, kNoKernel);
+      if (plan.kernel != Kernel::aten && !unsupported(plan.kernel, q)) return plan;
+    }
+  }
+  for (const Rule& rule : kRules) {
+    if (rule.pass != q.pass || (rule.kernel == Kernel::aten && !allow_aten)) continue;
+    if (rule.when(q) && !unsupported(rule.kernel, q)) return {rule.kernel, isa, "rules", rule.why, ""};
+  }
+  throw std::logic_error("fastdw: no CPU planner rule applies");  // the last rules always do
+}
+
+}  // namespace
+
+// ---- names ---------------------------------------------------------------------------------
+
+const char* kernel_name(Kernel k) {
+  switch (k) {
+#define FASTDW_KERNEL_NAME(NAME, WHAT) \
+  case Kernel::NAME:                   \
+    return #NAME;
+    FASTDW_CPU_KERNELS(FASTDW_KERNEL_NAME)
+#undef FASTDW_KERNEL_NAME
+  }
+  return "?";
+}
+
+const char* kernel_description(Kernel k) {
+  switch (k) {
+#define FASTDW_KERNEL_WHAT(NAME, WHAT) \
+  case Kernel::NAME:                   \
+    return WHAT;
+    FASTDW_CPU_KERNELS(FASTDW_KERNEL_WHAT)
+#undef FASTDW_KERNEL_WHAT
+  }
+  return "?";
+}
+
+bool kernel_from_name(const std::string& name, Kernel* k) {
+  for (int i = 0; i < kKernelCount; ++i)
+    if (name == kernel_name(Kernel(i))) return *k = Kernel(i), true;
+  return false;
+}
+
+bool isa_from_name(const std::string& name, Isa* isa) {
+  for (int i = 0; i < kIsaCount; ++i)
+    if (name == isa_name(Isa(i))) return *isa = Isa(i), true;
+  return false;
+}
+
+const char* pass_name(Pass pass) {
+  return pass == Pass::fwd ? "fwd" : pass == Pass::bwd_input ? "bwd_input" : "bwd_weight";
+}
+
+bool pass_from_name(const std::string& name, Pass* pass) {
+  for (Pass p : {Pass::fwd, Pass::bwd_input, Pass::bwd_weight})
+    if (name == pass_name(p)) return *pass = p, true;
+  return false;
+}
+
+// ---- what each kernel runs ---------------------------------------------------------------
+
+bool flipped_forward(const DepthwiseParams& p, DepthwiseParams* q) {
+  if (p.stride_h != 1 || p.stride_w != 1 || p.multiplier != 1) return false;
+  const int64_t pad_h = p.dilation_h * (p.kernel_h - 1) - p.pad_h;
+  const int64_t pad_w = p.dilation_w * (p.kernel_w - 1) - p.pad_w;
+  if (pad_h < 0 || pad_w < 0) return false;
+  *q = p;
+  std::swap(q->in_h, q->out_h);
+  std::swap(q->in_w, q->out_w);
+  q->pad_h = pad_h;
+  q->pad_w = pad_w;
+  return true;
+}
+
+bool runs_channels_last(Kernel k, const Problem& q) {
+  switch (k) {
+    case Kernel::nchw_planes: return false;
+    case Kernel::nhwc_pixels:
+    case Kernel::nhwc_tiles:
+    case Kernel::nhwc_windows: return true;
+    case Kernel::aten:
+    case Kernel::channel_blocks: return q.p.channels_last;
+  }
+  return q.p.channels_last;
+}
+
+bool forward_only(Kernel k) {
+  return k == Kernel::nhwc_tiles || k == Kernel::nhwc_windows || k == Kernel::channel_blocks;
+}
+
+bool runs_as_flipped_forward(Kernel k, const Problem& q) {
+  return q.pass == Pass::bwd_input && forward_only(k);
+}
+
+bool materialises_padding(Kernel k, const Problem& q) {
+  DepthwiseParams f = q.p;
+  if (runs_as_flipped_forward(k, q) && !flipped_forward(q.p, &f)) return false;
+  const bool padded = has_padding(f);
+  switch (k) {
+    case Kernel::aten:
+      // PyTorch's oneDNN path leaves padded taps out, its other paths (float64, some small
+      // shapes) multiply them: counted as materialising, so non-finite weights never take it.
+      return q.pass == Pass::bwd_input || padded;
+    case Kernel::nchw_planes:
+      // Backward-input pads grad_output (by dilation * (k - 1) - padding, or the phase gather's
+      // margins) whatever the padding of the conv.
+      return q.pass == Pass::bwd_input || padded;
+    case Kernel::channel_blocks: return padded;
+    default: return false;
+  }
+}
+
+const char* unsupported(Kernel k, const Problem& q) {
+  const DepthwiseParams& p = q.p;
+  const bool bwd_input = q.pass == Pass::bwd_input;
+  // Backward-input on the kernels that only have a forward: the flipped forward conv.
+  DepthwiseParams f = p;
+  if (bwd_input && forward_only(k) && !flipped_forward(p, &f))
+    return "has no backward-input of its own, and this one is no plain conv (stride 1, "
+           "multiplier 1, padding <= dilation * (k - 1))";
+  switch (k) {
+    case Kernel::aten:
+      if (q.pass == Pass::bwd_weight)
+        return "not a candidate for backward-weight: its sums need not be the same bits for "
+               "every thread count, and it is 1.5-25x slower there";
+      if (!q.weights_finite && materialises_padding(k, q))
+        return "PyTorch's non-oneDNN paths multiply non-finite weights by the zero padding";
+      return nullptr;
+    case Kernel::nchw_planes:
+      if (!planes_fit(p)) return "its padded plane buffer would be far larger than the planes";
+      if (q.pass != Pass::bwd_weight && !q.weights_finite && materialises_padding(k, q))
+        return kMaterialisesPadding;
+      return nullptr;
+    case Kernel::nhwc_pixels: return nullptr;
+    case Kernel::nhwc_tiles:
+    case Kernel::nhwc_windows:
+      if (q.dtype == Dtype::kDouble) return "float32, bfloat16 and float16 only";
+      if (q.pass == Pass::bwd_weight) return "forward (and flipped-forward backward-input) only";
+      if (!tiles_fit(f)) return "multiplier 1, square 3x3/5x5/7x7, stride 1 or 2, dilation 1 only";
+      return nullptr;
+    case Kernel::channel_blocks:
+      if (q.dtype == Dtype::kDouble) return "float32, bfloat16 and float16 only";
+      if (p.multiplier != 1) return "multiplier 1 only";
+      if (!blocks_fit(f)) return "its ring of padded rows would be far larger than the planes";
+      if (q.pass != Pass::bwd_weight && !q.weights_finite && materialises_padding(k, q))
+        return kMaterialisesPadding;
+      return nullptr;
+  }
+  return "unknown kernel";
+}
+
+// ---- planning --------------------------------------------------------------------------------
+
+Isa planned_isa() {
+  const int forced = forced_isa_state().load();
+  const Isa best = best_isa();
+  return forced == kNoIsa ? best : Isa(std::min(forced, int(best)));
+}
+
+Plan plan(const Problem& q, const RunFn& run) {
+  const Isa isa = planned_isa();
+  const int forced = forced_kernel_state().load();
+  if (forced >= 0) return by_rules(q, isa, true, forced);
+  const bool allow_aten = forced != kOwnKernels;
+  const bool measuring = benchmark_state().load();
+  const Key key = key_of(q, isa, allow_aten);
+  {
+    std::lock_guard<std::mutex> lock(cache().mutex);
+    const auto it = cache().entries.find(key);
+    if (it != cache().entries.end() && (measuring || it->second.from_file)) {
+      const CacheEntry& e = it->second;
+      if (!unsupported(e.kernel, q))
+        return {e.kernel, isa, e.from_file ? "plan file" : "tuned",
+                e.from_file ? "measured fastest by python -m fastdw tune on this machine"
+                            : "measured fastest at the first call (benchmark mode)",
+                ""};
+    }
+  }
+  if (!measuring || !run) return by_rules(q, isa, allow_aten, kNoKernel);
+  // Candidates in a fixed order, the rules' choice first: a tie keeps it.
+  const Plan ruled = by_rules(q, isa, allow_aten, kNoKernel);
+  std::vector<Kernel> candidates{ruled.kernel};
+  for (int i = 0; i < kKernelCount; ++i) {
+    const Kernel k = Kernel(i);
+    if (k != ruled.kernel && (allow_aten || k != Kernel::aten) && !unsupported(k, q))
+      candidates.push_back(k);
+  }
+  const std::vector<double> times = time_candidates(candidates, isa, run);
+  size_t best = 0;
+  for (size_t i = 1; i < candidates.size(); ++i)
+    if (times[i] < times[best]) best = i;
+  CacheEntry e{q, isa, allow_aten, candidates[best], false, times[best] * 1e6};
+  cache_insert(e);
+  return {e.kernel, isa, "tuned", "measured fastest at the first call (benchmark mode)", ""};
+}
+
+// ---- overrides, benchmark mode, cache: the Python-facing state ------------------------------
+
+void set_forced_kernel(const std::string& name) {
+  int v = kNoKernel;
+  Kernel k;
+  if (name == "fastdw") v = kOwnKernels;
+  else if (kernel_from_name(name, &k)) v = int(k);
+  else if (!name.empty()) throw std::invalid_argument("fastdw: no CPU kernel named '" + name + "'");
+  forced_kernel_state().store(v);
+}
+
+void set_forced_isa(const std::string& name) {
+  Isa isa;
+  if (name.empty()) return forced_isa_state().store(kNoIsa);
+  if (!isa_from_name(name, &isa))
+    throw std::invalid_argument("fastdw: no ISA copy named '" + name +
+                                "' (generic, avx2, avx512)");
+  forced_isa_state().store(int(isa));
+}
+
+std::string forced_kernel() {
+  const int v = forced_kernel_state().load();
+  return v == kNoKernel ? "" : v == kOwnKernels ? "fastdw" : kernel_name(Kernel(v));
+}
+
+std::string forced_isa() {
+  const int v = forced_isa_state().load();
+  return v == kNoIsa ? "" : isa_name(Isa(v));
+}
+
+void set_benchmark(bool on) { benchmark_state().store(on); }
+bool benchmark() { return benchmark_state().load(); }
+
+std::vector<CacheEntry> cache_entries() {
+  std::lock_guard<std::mutex> lock(cache().mutex);
+  std::vector<CacheEntry> out;
+  for (const auto& kv : cache().entries) out.push_back(kv.second);
+  return out;
+}
+
+void cache_insert(const CacheEntry& e) {
+  std::lock_guard<std::mutex> lock(cache().mutex);
+  cache().entries[key_of(e.problem, e.isa, e.allow_aten)] = e;
+}
+
+void cache_clear() {
+  std::lock_guard<std::mutex> lock(cache().mutex);
+  cache().entries.clear();
+}
+
+}  // namespace cpu
+}  // namespace fastdw
