@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from fastdw import _C, planner
-from fastdw.benchmark.runner import _busy_elsewhere
+from fastdw.benchmark.runner import busy_elsewhere
 from fastdw.benchmark.suites import load_suite
 from fastdw.benchmark.timing import TimerConfig, time_cpu_group
 
@@ -109,7 +109,7 @@ def main():
                                           layout == "channels_last", args.which)
                     live = [r for r in routes if r == "planned"
                             or planner.unsupported(r.partition("@")[0], prob) is None]
-                    busy = _busy_elsewhere(0.2)
+                    busy = busy_elsewhere(0.2)
                     times = time_cpu_group(
                         {"torch": ref, **{r: routed(op, r) for r in live}}, timer)
                     t_ref = times["torch"].median_ms

@@ -17,7 +17,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fastdw.benchmark.runner import _busy_elsewhere, _cpu_name  # noqa: E402
+from fastdw.benchmark.runner import busy_elsewhere  # noqa: E402
+from fastdw.planner import cpu_model  # noqa: E402
 from fastdw.models import format_rows, run_e2e  # noqa: E402
 
 MODELS = ["timm:mobilenetv2_100", "timm:efficientnet_b0", "timm:convnext_tiny"]
@@ -40,8 +41,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    busy = _busy_elsewhere()
-    print(f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    busy = busy_elsewhere()
+    print(f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"CPUs busy elsewhere at the start: {busy}")
     rows = []
     for model in args.models:
@@ -63,7 +64,7 @@ def main(argv=None):
         print(f"{k}: geomean {v['geomean']:.2f}x over {v['n']}, worst {v['min']:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": _cpu_name(), "threads": torch.get_num_threads(),
+            json.dump({"cpu": cpu_model(), "threads": torch.get_num_threads(),
                        "busy_elsewhere": busy, "argv": sys.argv, "rows": rows,
                        "summary": summary}, f, indent=1)
             f.write("\n")

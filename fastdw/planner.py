@@ -203,7 +203,8 @@ class CpuBackend:
 
 # ---- plan files --------------------------------------------------------------------------------
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -219,7 +220,7 @@ def machine_key() -> Dict[str, str]:
     versions. A file made under another key is never loaded."""
     from . import __version__
     best = [name for name, ok in isas().items() if ok][-1]
-    return {"cpu": _cpu_model(), "isa": best, "torch": torch.__version__, "fastdw": __version__}
+    return {"cpu": cpu_model(), "isa": best, "torch": torch.__version__, "fastdw": __version__}
 
 
 def plan_file() -> Optional[str]:

@@ -17,6 +17,7 @@ from .providers import OUTPUTS, all_providers, make_tensors, to_layout
 from .report import geomean
 from .suites import Case, cases, load_suite
 from .verify import Reference, tolerance
+from ..planner import cpu_model
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
           "fp64": torch.float64}
@@ -53,17 +54,6 @@ def default_batches(device: torch.device) -> List[int]:
     return [32] if device.type == "cuda" else [8]
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _load() -> Optional[float]:
     """The 1-minute load average (other processes compete for the CPU the timings use)."""
     try:
@@ -72,7 +62,7 @@ def _load() -> Optional[float]:
         return None
 
 
-def _busy_elsewhere(window: float = 0.5) -> Optional[float]:
+def busy_elsewhere(window: float = 0.5) -> Optional[float]:
     """CPUs' worth of time the rest of the machine used during a short window in which this
     process sleeps (Linux /proc/stat). Unlike the load average, which trails by a minute (the
     build that just finished counts), this is what competes with the timings now."""
@@ -98,9 +88,9 @@ def environment(device: torch.device) -> Dict:
         "device": str(device),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "load_average": _load(),
-        "busy_elsewhere": _busy_elsewhere() if device.type == "cpu" else None,
+        "busy_elsewhere": busy_elsewhere() if device.type == "cpu" else None,
         "onednn_enabled": bool(torch.backends.mkldnn.is_available()
                                and torch._C._get_mkldnn_enabled()),
     }

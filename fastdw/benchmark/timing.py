@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -17,6 +17,9 @@ class Timing:
     lo_ms: float   # 20th percentile on GPU (do_bench), 25th on CPU
     hi_ms: float   # 80th percentile on GPU (do_bench), 75th on CPU
     runs: int
+    # CPU: the median of each interleaved round, in round order (a ratio of two functions is
+    # steadiest as the median of per-round ratios); empty on GPU.
+    round_medians_ms: Tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,17 +78,19 @@ def time_cpu_group(fns: Dict[str, Callable[[], object]], cfg: TimerConfig) -> Di
     timers = {name: benchmark.Timer(stmt="fn()", globals={"fn": fns[name]},
                                     num_threads=torch.get_num_threads()) for name in names}
     blocks: Dict[str, List[float]] = {name: [] for name in names}
+    round_medians: Dict[str, List[float]] = {name: [] for name in names}
     runs = dict.fromkeys(names, 0)
     rounds = max(1, cfg.rounds)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             m = timers[name].blocked_autorange(min_run_time=cfg.min_time / rounds)
             blocks[name] += [t * 1e3 for t in m.times]
+            round_medians[name].append(m.median * 1e3)
             runs[name] += len(m.times) * m.number_per_run
     out = {}
     for name in names:
         med, lo, hi = _quartiles(blocks[name])
-        out[name] = Timing(med, lo, hi, runs[name])
+        out[name] = Timing(med, lo, hi, runs[name], tuple(round_medians[name]))
     return out
 
 
@@ -126,7 +131,7 @@ def time_cuda(fn: Callable[[], object], cfg: TimerConfig) -> Timing:
 
 def time_group(fns: Dict[str, Callable[[], object]], device: torch.device, cfg: TimerConfig
                ) -> Dict[str, Timing]:
-    """Times each function of ``fns`` on ``device``."""
+    """Times each function of ``fns`` on ``device`` (on CPU interleaved, ``time_cpu_group``)."""
     if device.type == "cuda":
         return {name: time_cuda(fn, cfg) for name, fn in fns.items()}
     return time_cpu_group(fns, cfg)

@@ -1,7 +1,8 @@
 """The command line: ``python -m fastdw <command>``, one module per command.
 
-Each command module defines ``add_parser(subparsers)``, which registers its options and sets
-``run`` (called as ``run(args, parser)``, returning the exit code). Usage errors exit with 2.
+Each command module defines ``add_parser(subparsers)``, which makes its parser with
+``command_parser`` (its module docstring is the description) and adds its options, and ``run``
+(called as ``run(args, parser)``, returning the exit code). Usage errors exit with 2.
 """
 from __future__ import annotations
 
@@ -12,24 +13,30 @@ from typing import Optional, Sequence
 COMMANDS = ("bench", "tune", "params", "viz", "compare", "check")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def command_parser(sub, name: str, help: str, description: str, run,
+                   **kwargs) -> argparse.ArgumentParser:
+    """The parser of command ``name``, whose ``run(args, parser)`` does the work."""
+    parser = sub.add_parser(name, help=help, description=description,
+                            formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    parser.set_defaults(run=run, parser=parser)
+    return parser
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+def _positive(convert, what: str):
+    """An argparse type: ``convert(text)``, which must be > 0."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+    return parse
+
+
+positive_int = _positive(int, "a positive integer")
+positive_float = _positive(float, "a positive number")
 
 
 def device_arg(text: str) -> str:

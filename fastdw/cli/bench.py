@@ -5,10 +5,9 @@ and fwd+bwd, fp32, NCHW and channels_last, batch 8 on CPU (32 on GPU), every ava
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from . import device_arg, positive_float, positive_int
+from . import command_parser, device_arg, positive_float, positive_int
 
 from ..benchmark.bandwidth import PASSES
 from ..benchmark.providers import PROVIDER_NAMES as PROVIDERS
@@ -22,9 +21,8 @@ def add_parser(sub) -> None:
     from ..benchmark.suites import suite_names
 
     suites = suite_names()
-    p = sub.add_parser(
-        "bench", help="benchmark fastdw against PyTorch",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = command_parser(
+        sub, "bench", "benchmark fastdw against PyTorch", __doc__, run,
         epilog="Every provider's outputs are checked against a float64 reference before it is "
                "timed; a mismatch is reported as FAIL and not timed (exit code 1). Bytes are "
                "the minimal traffic of a pass (inputs read once, outputs written once); "
@@ -70,7 +68,6 @@ def add_parser(sub) -> None:
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="show a progress bar on stderr (default: when it is a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false")
-    p.set_defaults(run=run, parser=p)
 
 
 def _writable(path: str, parser, flag: str) -> None:

@@ -8,10 +8,11 @@ skipped. Exit code 1 if any check fails.
 """
 from __future__ import annotations
 
-import argparse
 import time
 import traceback
 from typing import Callable, List, Tuple
+
+from . import command_parser
 
 # (n, c, h, w, kh, kw, stride, padding, dilation, m): small, odd, and each path's edge cases
 CONFIGS = [
@@ -26,12 +27,10 @@ CONFIGS = [
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("check", help="quick gradcheck and consistency battery per backend",
-                       description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(sub, "check", "quick gradcheck and consistency battery per backend",
+                       __doc__, run)
     p.add_argument("--verbose", "-v", action="store_true", help="print every check, not only "
                                                                 "failures and totals")
-    p.set_defaults(run=run, parser=p)
 
 
 def _label(cfg) -> str:

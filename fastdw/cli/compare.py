@@ -8,17 +8,15 @@ interleaved; GPU: triton's do_bench on CUDA events), with parameter and FLOP cou
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
-from . import device_arg, positive_float, positive_int
+from . import command_parser, device_arg, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("compare", help="standard vs depthwise-separable conv speed test",
-                       description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(sub, "compare", "standard vs depthwise-separable conv speed test",
+                       __doc__, run)
     p.add_argument("--batch", "-b", type=positive_int, default=1, help="batch (default 1)")
     p.add_argument("--c-in", type=positive_int, default=64, help="input channels (64)")
     p.add_argument("--c-out", type=positive_int, default=128, help="output channels (128)")
@@ -32,7 +30,6 @@ def add_parser(sub) -> None:
     p.add_argument("--rep-ms", type=positive_float, default=50.0, metavar="MS",
                    help="GPU: do_bench rep in ms (default 50)")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
-    p.set_defaults(run=run, parser=p)
 
 
 def _variants(x, std_w, std_b, dw_w, dw_b, pw_w, pw_b, pad):

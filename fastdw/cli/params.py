@@ -7,21 +7,18 @@ Every count is cross-checked against the parameters of the actual ``torch.nn.Con
 """
 from __future__ import annotations
 
-import argparse
 import json
 
-from . import positive_int
+from . import command_parser, positive_int
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("params", help="parameter counts: standard vs depthwise-separable conv",
-                       description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(sub, "params", "parameter counts: standard vs depthwise-separable conv",
+                       __doc__, run)
     p.add_argument("c_in", type=positive_int, metavar="C_in", help="input channels")
     p.add_argument("c_out", type=positive_int, metavar="C_out", help="output channels")
     p.add_argument("k", type=positive_int, help="kernel size (k x k)")
     p.add_argument("--json", action="store_true", help="print the table as JSON instead")
-    p.set_defaults(run=run, parser=p)
 
 
 def counts(c_in: int, c_out: int, k: int):

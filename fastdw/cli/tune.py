@@ -9,10 +9,9 @@ thread count you will run with: plans are per thread count.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from . import positive_int
+from . import command_parser, positive_int
 
 PASSES = ("fwd", "bwd_input", "bwd_weight")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -22,9 +21,8 @@ def add_parser(sub) -> None:
     from ..benchmark.suites import suite_names
 
     suites = suite_names()
-    p = sub.add_parser("tune", help="measure the CPU kernels here and write the plan file",
-                       description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(sub, "tune", "measure the CPU kernels here and write the plan file",
+                       __doc__, run)
     p.add_argument("--suite", "-s", nargs="+", choices=suites + ["all"],
                    default=["mobilenetv2", "efficientnet_b0", "convnext_t"], metavar="SUITE",
                    help=f"shape suites ({', '.join(suites)}, all); default mobilenetv2 "
@@ -43,7 +41,6 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="PATH", help="plan file to write (default: this machine's)")
     p.add_argument("--clear", action="store_true",
                    help="delete this machine's plan file (and tune nothing)")
-    p.set_defaults(run=run, parser=p)
 
 
 def _tensors(shape, n, dtype, channels_last, seed=0):

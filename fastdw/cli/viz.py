@@ -9,11 +9,10 @@ synthetic picture is used: gradients, a disc, a square, a triangle and stripes.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 
-from . import positive_int
+from . import command_parser, positive_int
 
 EDGE_FILTERS = {
     "sobel-x (R)": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],
@@ -24,9 +23,8 @@ MAX_SIDE = 512
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("viz", help="the tutorial's feature heatmaps (input, depthwise, pointwise)",
-                       description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(sub, "viz", "the tutorial's feature heatmaps (input, depthwise, pointwise)",
+                       __doc__, run)
     p.add_argument("--out", "-o", default="features.png", help="PNG to write (default "
                                                                 "features.png)")
     p.add_argument("--image", help="an image to use (PNG; other formats need Pillow); images "
@@ -36,7 +34,6 @@ def add_parser(sub) -> None:
     p.add_argument("--channels-out", type=positive_int, default=64,
                    help="pointwise output channels (default 64, as in the tutorial)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pointwise weights")
-    p.set_defaults(run=run, parser=p)
 
 
 def synthetic_image(size: int = 128):

@@ -10,23 +10,25 @@ Providers: ``torch`` (stock model: PyTorch picks its own depthwise kernel), ``fa
 pass), ``fastdw-kernels`` (the same converted model with fastdw's own kernels only),
 ``fastdw-fused`` (``convert(model.eval(), fuse=True)``, inference only).
 
-CPU timings interleave the providers: ``rounds`` rounds, each giving every provider a
-``torch.utils.benchmark`` blocked_autorange of ``min_run_time / rounds`` seconds in rotating
-order, so load from other processes falls on all of them alike; a row's time is the median over
-its blocks, its speedup the median over rounds of the per-round ratio to ``torch``. GPU timings
-use ``triton.testing.do_bench`` (median, with 20th/80th percentiles), which synchronises.
+Timed by the benchmark engine's timer (``fastdw.benchmark.timing.time_group``). On CPU the
+providers are interleaved: ``rounds`` rounds, each giving every provider a
+``torch.utils.benchmark`` blocked_autorange in rotating order, so load from other processes
+falls on all of them alike; a row's time is the median over its blocks, its speedup the median
+over rounds of the per-round ratio to ``torch``. On GPU, ``triton.testing.do_bench`` (median,
+with 20th/80th percentiles), which synchronises.
 """
 from __future__ import annotations
 
 import copy
 import platform
 import statistics
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..benchmark.timing import TimerConfig, time_group
 from ..convert import convert
 from .mobilenetv2 import mobilenet_v2
 
@@ -63,30 +65,6 @@ def _build(provider: str, stock: nn.Module, mode: str) -> Optional[nn.Module]:
     if provider == "fastdw-fused":
         return convert(model, inplace=True, fuse=True)[0] if mode == "inference" else None
     raise ValueError(f"unknown provider {provider!r}; expected one of {ALL_PROVIDERS}")
-
-
-def _time_gpu(fn: Callable[[], object]):
-    import triton.testing
-    return triton.testing.do_bench(fn, quantiles=[0.5, 0.2, 0.8])
-
-
-def _time_cpu_interleaved(fns: Dict[str, Callable[[], object]], min_run_time: float,
-                          rounds: int):
-    """{name: (median ms over blocks, [per-round median ms])}, providers interleaved."""
-    from torch.utils import benchmark
-    for fn in fns.values():  # warm-up (first-call allocations, oneDNN primitive creation)
-        fn(), fn()
-    names = list(fns)
-    timers = {n: benchmark.Timer(stmt="fn()", globals={"fn": fns[n]},
-                                 num_threads=torch.get_num_threads()) for n in names}
-    blocks = {n: [] for n in names}
-    per_round = {n: [] for n in names}
-    for r in range(rounds):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            m = timers[n].blocked_autorange(min_run_time=min_run_time / rounds)
-            blocks[n] += [t * 1e3 for t in m.times]
-            per_round[n].append(m.median * 1e3)
-    return {n: (statistics.median(blocks[n]), per_round[n]) for n in names}
 
 
 def run_e2e(device="cpu", batch: Optional[int] = None, resolution: int = 224,
@@ -144,20 +122,21 @@ def run_e2e(device="cpu", batch: Optional[int] = None, resolution: int = 224,
                 errs[provider] = ((out - reference_out).abs().max() /
                                   reference_out.abs().max().clamp_min(1e-30)).item()
             fns[provider] = fn
-        if device.type == "cuda":
-            timed = {p: _time_gpu(fn) for p, fn in fns.items()}
-        else:
-            timed = _time_cpu_interleaved(fns, min_run_time * len(fns), rounds)
-        base = next(iter(timed))
+        # Warm-up of a few calls (first-call allocations, oneDNN primitive creation); the
+        # GPU's do_bench runs for rep_ms = min_run_time.
+        timer = TimerConfig(min_time=min_run_time * len(fns), rounds=rounds, warmup=0.5,
+                            rep_ms=min_run_time * 1e3, warmup_ms=100.0)
+        timed = time_group(fns, device, timer)
+        base = timed[next(iter(timed))]
         for provider, t in timed.items():
+            med = t.median_ms
             if device.type == "cuda":
-                med, p20, p80 = t
-                speedup = timed[base][0] / med
+                p20, p80 = t.lo_ms, t.hi_ms
+                speedup = base.median_ms / med
             else:
-                med, per_round = t
                 p20 = p80 = None
                 speedup = statistics.median(
-                    b / m for b, m in zip(timed[base][1], per_round))
+                    b / m for b, m in zip(base.round_medians_ms, t.round_medians_ms))
             rows.append(dict(
                 model=name, mode=mode, provider=provider,
                 device=_device_name(device), batch=batch, resolution=resolution,
