@@ -64,6 +64,7 @@ def test_cuda_without_gpu_is_a_usage_error(capsys):
     assert "no GPU" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_module_entry_point():
     """`python -m fastdw` itself: a good command exits 0, a bad one 2."""
     env = dict(os.environ, PYTHONPATH=ROOT)

@@ -10,16 +10,13 @@ tile, and every instruction-set build. The padding-beyond-the-kernel shapes are 
 regression test for a lost grad_bias (rows no tap reaches). The in-place kernel only takes
 channels_last, multiplier 1, dilation 1, square 3/5/7 kernels and stride 1 or 2; other calls in
 that mode run the default kernels."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import fastdw
-from tests.configs import CONFIGS, Conv
-from tests.test_depthwise_cpu import _check_against_reference
+from tests.support.child import check_configs_on_isa
+from tests.support.configs import CONFIGS, Conv
+from tests.support.reference_check import check_against_reference
 
 LAYOUTS = ["nchw", "channels_last"]
 
@@ -80,7 +77,7 @@ def blocked_forced(request, monkeypatch):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("cfg", BLOCKED_CONFIGS + DIRECT_CONFIGS + CONFIGS, ids=str)
 def test_blocked_matches_reference(cfg, layout, dtype, blocked_forced):
-    _check_against_reference(cfg, dtype, layout)
+    check_against_reference(cfg, dtype, layout)
 
 
 @pytest.mark.parametrize("stride", [(1, 1), (2, 1)], ids=str)
@@ -137,6 +134,7 @@ def _available_isas():
             "generic": ["generic"]}[best]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_blocked_every_isa_build(isa, mode):
@@ -144,19 +142,5 @@ def test_blocked_every_isa_build(isa, mode):
     in a subprocess because the ISA is chosen once per process."""
     if isa not in _available_isas():
         pytest.skip(f"this CPU cannot run the {isa} build")
-    code = (
-        "import torch\n"
-        "from fastdw import _C\n"
-        f"assert _C.cpu_isa() == {isa!r}, _C.cpu_isa()\n"
-        "from tests.test_cpu_blocked import BLOCKED_CONFIGS, DIRECT_CONFIGS\n"
-        "from tests.test_depthwise_cpu import _check_against_reference\n"
-        "for cfg in BLOCKED_CONFIGS + DIRECT_CONFIGS:\n"
-        "    for layout in ('nchw', 'channels_last'):\n"
-        "        for dtype in (torch.float32, torch.bfloat16, torch.float16):\n"
-        "            _check_against_reference(cfg, dtype, layout)\n"
-        "print('ok')\n")
-    env = dict(os.environ, FASTDW_CPU_ISA=isa, FASTDW_CPU_BLOCKED=mode)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    check_configs_on_isa(isa, BLOCKED_CONFIGS + DIRECT_CONFIGS,
+                         ["float32", "bfloat16", "float16"], FASTDW_CPU_BLOCKED=mode)

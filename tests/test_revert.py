@@ -15,8 +15,8 @@ import fastdw
 from fastdw import revert
 from fastdw.models import xception
 from fastdw.nn import DepthwiseConv2d, DepthwiseSeparableConv2d
-from tests.configs import assert_close_to_reference
-from tests.export_cases import MODELS, converted_model, stock_model
+from tests.support.reference_check import assert_close_to_reference
+from tests.support.export_cases import MODELS, converted_model, stock_model
 
 FASTDW_TYPES = (DepthwiseConv2d, DepthwiseSeparableConv2d)
 
