@@ -141,11 +141,13 @@ def quick_bench(tmp_path_factory):
     return main(argv), paths
 
 
+@pytest.mark.slow
 def test_bench_quick_passes(quick_bench):
     code, _ = quick_bench
     assert code == 0
 
 
+@pytest.mark.slow
 def test_bench_json(quick_bench):
     _, paths = quick_bench
     with open(paths["json"]) as f:
@@ -171,6 +173,7 @@ def test_bench_json(quick_bench):
     assert len(geo) == 1 and math.isfinite(geo[0]["speedup"])
 
 
+@pytest.mark.slow
 def test_bench_csv(quick_bench):
     _, paths = quick_bench
     with open(paths["json"]) as f:
@@ -182,10 +185,12 @@ def test_bench_csv(quick_bench):
     assert all(float(r["median_ms"]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_bench_plot_is_png(quick_bench):
     assert _is_png(quick_bench[1]["png"])
 
 
+@pytest.mark.slow
 def test_bench_mismatch_is_fail_and_not_timed(monkeypatch):
     """A provider whose outputs are off is marked FAIL, carries the error, and is not timed."""
     build = providers.FastdwKernelProvider.build

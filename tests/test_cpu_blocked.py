@@ -73,6 +73,7 @@ def blocked_forced(request, monkeypatch):
     monkeypatch.setenv("FASTDW_CPU_BLOCKED", request.param)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("cfg", BLOCKED_CONFIGS + DIRECT_CONFIGS + CONFIGS, ids=str)
@@ -80,6 +81,7 @@ def test_blocked_matches_reference(cfg, layout, dtype, blocked_forced):
     check_against_reference(cfg, dtype, layout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stride", [(1, 1), (2, 1)], ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_blocked_gradcheck_float32_path(layout, stride, blocked_forced):

@@ -115,6 +115,7 @@ def _build_cpp_loader(directory) -> str:
     return exe
 
 
+@pytest.mark.slow
 def test_aoti_package_runs_from_cpp(aoti_package, tmp_path):
     converted, x, path = aoti_package
     exe = _build_cpp_loader(str(tmp_path))

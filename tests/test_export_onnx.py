@@ -36,6 +36,7 @@ MODEL_CASES = [("mobilenet_v2", False, False), ("mobilenet_v2", False, True),
                ("xception", True, True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, fuse, dynamo", MODEL_CASES,
                          ids=[f"{n}-fuse{f}-{'dynamo' if d else 'torchscript'}"
                               for n, f, d in MODEL_CASES])

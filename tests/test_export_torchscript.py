@@ -62,6 +62,7 @@ MODELS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["script", "trace"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_models(name, how):

@@ -159,6 +159,7 @@ def _reference(x, w, b, g, stride, padding, dilation):
     return ref, ref_abs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 @given(p=conv_problems(), dtype=st.sampled_from(DTYPES),
        layout=st.sampled_from(INPUT_LAYOUTS), grad_layout=st.sampled_from(GRAD_LAYOUTS),

@@ -69,6 +69,7 @@ def test_reference_is_pytorchs_onednn_semantics(where, layout):
         assert_same_nonfinite(exp, got, f"{where} {layout}: {name}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"blocked={r or 'auto'}")
 @pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "channels_last"])
