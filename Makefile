@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine:
 #   make bench   builds fastdw and runs the benchmark on this machine's default device
 #   make test    builds fastdw and runs the test suite
+# `make test-fast` runs the fast tier (no slow or subprocess tests): tests/README.md.
 # Both create .venv and install requirements.txt first (idempotent).
 PYTHON_SYS ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv build test bench clean
+.PHONY: venv build test test-fast bench clean
 
 $(VENV)/.requirements-installed: requirements.txt
 	$(PYTHON_SYS) -m venv $(VENV)
@@ -22,6 +23,9 @@ build: venv
 
 test: build
 	$(PY) -m pytest tests -q
+
+test-fast: build
+	$(PY) -m pytest tests -q -m "not slow and not subprocess"
 
 bench: build
 	$(PY) -m fastdw bench

@@ -10,6 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("which", ["fwd", "bwd_input", "bwd_weight"])
 def test_cpu_routes_ab_runs(which):
     cmd = [sys.executable, os.path.join(ROOT, "bench", "cpu_routes_ab.py"), "--suite", "seed",

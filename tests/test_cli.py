@@ -64,6 +64,7 @@ def test_cuda_without_gpu_is_a_usage_error(capsys):
     assert "no GPU" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_module_entry_point():
     """`python -m fastdw` itself: a good command exits 0, a bad one 2."""
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -140,11 +141,13 @@ def quick_bench(tmp_path_factory):
     return main(argv), paths
 
 
+@pytest.mark.slow
 def test_bench_quick_passes(quick_bench):
     code, _ = quick_bench
     assert code == 0
 
 
+@pytest.mark.slow
 def test_bench_json(quick_bench):
     _, paths = quick_bench
     with open(paths["json"]) as f:
@@ -179,6 +182,7 @@ def test_bench_json(quick_bench):
     assert all(math.isfinite(g["speedup"]) for g in geo)
 
 
+@pytest.mark.slow
 def test_bench_csv(quick_bench):
     _, paths = quick_bench
     with open(paths["json"]) as f:
@@ -190,10 +194,12 @@ def test_bench_csv(quick_bench):
     assert all(float(r["median_ms"]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_bench_plot_is_png(quick_bench):
     assert _is_png(quick_bench[1]["png"])
 
 
+@pytest.mark.slow
 def test_bench_mismatch_is_fail_and_not_timed(monkeypatch):
     """A provider whose outputs are off is marked FAIL, carries the error, and is not timed."""
     build = providers.FastdwKernelProvider.build

@@ -11,8 +11,8 @@ import torch
 
 import fastdw
 from fastdw import planner
-from tests.configs import Conv
-from tests.test_depthwise_cpu import _check_against_reference
+from tests.support.configs import Conv
+from tests.support.reference_check import check_against_reference
 
 LAYOUTS = ["nchw", "channels_last"]
 
@@ -79,7 +79,7 @@ def test_kernel_configs_every_isa_copy(kernel, layout, isa):
     with planner.force(kernel=kernel, isa=isa):
         for cfg in KERNEL_CONFIGS[kernel]:
             for dtype in (torch.float32, torch.bfloat16, torch.float16):
-                _check_against_reference(cfg, dtype, layout)
+                check_against_reference(cfg, dtype, layout)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -8,9 +8,12 @@ from hypothesis import given, strategies as st
 
 import fastdw
 from fastdw import reference
-from tests.configs import CONFIGS, Conv, assert_close_to_reference, assert_gradients_close
+from tests.support.configs import CONFIGS, Conv, pick
+from tests.support.reference_check import (as_layout, assert_close_to_reference,
+                                           check_against_reference, poison_allocator)
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 LAYOUTS = ["nchw", "channels_last"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -50,17 +53,6 @@ LARGE_CONFIGS = [
 ]
 
 
-def _layout(x, layout):
-    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
-
-
-def _poison_allocator(*shapes, dtype):
-    # The caching allocator hands freed blocks back to the next request of a similar size, so an
-    # element a kernel forgets to write shows as NaN instead of a plausible leftover.
-    for shape in shapes:
-        torch.full(shape, float("nan"), dtype=dtype, device=CUDA)
-
-
 def _out_shape(cfg):
     def size(i, k, axis):
         s, p, d = cfg.stride[axis], cfg.padding[axis], cfg.dilation[axis]
@@ -71,26 +63,6 @@ def _out_shape(cfg):
 def _to_cuda(*ts):
     return [None if t is None else t.detach().to(CUDA).requires_grad_(t.requires_grad)
             for t in ts]
-
-
-def _check_against_reference(cfg, dtype, layout):
-    x, w, b = cfg.make(dtype=dtype, channels_last=(layout == "channels_last"), requires_grad=True)
-    x64, w64, b64 = (None if t is None else t.detach().double().requires_grad_() for t in (x, w, b))
-    ref = reference.depthwise_conv2d(x64, w64, b64, **cfg.conv_args)
-    xc, wc, bc = _to_cuda(x, w, b)
-    _poison_allocator(ref.shape, x.shape, w.shape, dtype=dtype)
-    out = fastdw.depthwise_conv2d(xc, wc, bc, **cfg.conv_args)
-    assert out.dtype == dtype and out.is_cuda
-    assert out.stride() == ref.stride(), (
-        f"{cfg} {layout}: output strides {out.stride()} differ from F.conv2d's {ref.stride()}")
-    assert_close_to_reference(out, ref, dtype, f"{cfg} {layout} forward")
-    grad = torch.randn(ref.shape, dtype=torch.float64)
-    grad = grad.to(dtype).double()
-    ref.backward(grad)
-    out.backward(_layout(grad.to(dtype), layout).to(CUDA))
-    assert_gradients_close((xc.grad, wc.grad, None if b is None else bc.grad),
-                           (x64.grad, w64.grad, None if b is None else b64.grad),
-                           dtype, ref.shape, cfg.n, f"{cfg} {layout}")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -105,7 +77,7 @@ def test_gradcheck_float64(cfg, layout):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[6], CONFIGS[11]], ids=str)
+@pytest.mark.parametrize("cfg", pick("odd_3x3", "stride2", "multiplier2"), ids=str)
 def test_gradgradcheck_float64(cfg):
     x, w, b = cfg.make(requires_grad=True)
     inputs = tuple(t for t in _to_cuda(x, w, b) if t is not None)
@@ -120,26 +92,26 @@ def test_gradgradcheck_float64(cfg):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("cfg", CONFIGS, ids=str)
 def test_matches_reference(cfg, layout, dtype):
-    _check_against_reference(cfg, dtype, layout)
+    check_against_reference(cfg, dtype, layout, CUDA)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("cfg", PATH_CONFIGS, ids=str)
 def test_kernel_paths(cfg, layout, dtype):
-    _check_against_reference(cfg, dtype, layout)
+    check_against_reference(cfg, dtype, layout, CUDA)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("cfg", LARGE_CONFIGS, ids=str)
 def test_large_kernels(cfg, layout, dtype):
-    _check_against_reference(cfg, dtype, layout)
+    check_against_reference(cfg, dtype, layout, CUDA)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[12], PATH_CONFIGS[1], LARGE_CONFIGS[1]],
-                         ids=str)
+@pytest.mark.parametrize("cfg", pick("odd_3x3", "multiplier3_stride2")
+                         + [PATH_CONFIGS[1], LARGE_CONFIGS[1]], ids=str)
 def test_cpu_and_cuda_agree(cfg, layout):
     x, w, b = cfg.make(dtype=torch.float32, channels_last=(layout == "channels_last"),
                        requires_grad=True)
@@ -170,7 +142,8 @@ def _noncontiguous_variants(x):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[6], CONFIGS[12], PATH_CONFIGS[0]], ids=str)
+@pytest.mark.parametrize("cfg", pick("odd_3x3", "stride2", "multiplier3_stride2")
+                         + [PATH_CONFIGS[0]], ids=str)
 def test_noncontiguous_inputs(cfg, dtype):
     x, w, b = _to_cuda(*cfg.make(dtype=dtype))
     w64, b64 = w.double().cpu(), None if b is None else b.double().cpu()
@@ -213,7 +186,7 @@ def test_channels_last_stays_channels_last(dtype):
                                       padding=(2, 1))], ids=str)
 def test_deterministic(cfg, layout):
     x, w, b = _to_cuda(*cfg.make(dtype=torch.float32, channels_last=(layout == "channels_last")))
-    g = _layout(torch.randn(_out_shape(cfg), device=CUDA), layout)
+    g = as_layout(torch.randn(_out_shape(cfg), device=CUDA), layout)
     args = [list(cfg.stride), list(cfg.padding), list(cfg.dilation)]
     first = torch.ops.fastdw.depthwise_conv2d_backward_weight(g, x, list(w.shape), *args)
     for _ in range(3):
@@ -226,19 +199,23 @@ def test_deterministic(cfg, layout):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[12], PATH_CONFIGS[3], PATH_CONFIGS[15],
-                                 LARGE_CONFIGS[3]], ids=str)
+@pytest.mark.parametrize("cfg", pick("odd_3x3", "multiplier3_stride2") + [
+    PATH_CONFIGS[3], PATH_CONFIGS[15], LARGE_CONFIGS[3]], ids=str)
 def test_raw_ops_write_every_element(cfg, layout, dtype):
     x, w, b = _to_cuda(*cfg.make(dtype=dtype, channels_last=(layout == "channels_last")))
     args = [list(cfg.stride), list(cfg.padding), list(cfg.dilation)]
     out_shape = _out_shape(cfg)
     big = max(x.numel(), w.numel() * 64, 4096) * 4
-    _poison_allocator((big,), out_shape, x.shape, w.shape, (w.shape[0],), dtype=dtype)
+
+    def poison():
+        poison_allocator((big,), out_shape, x.shape, w.shape, (w.shape[0],), dtype=dtype,
+                         device=CUDA)
+    poison()
     out = torch.ops.fastdw.depthwise_conv2d(x, w, b, *args)
-    g = _layout(torch.randn(out.shape, dtype=dtype, device=CUDA), layout)
-    _poison_allocator((big,), out_shape, x.shape, w.shape, (w.shape[0],), dtype=dtype)
+    g = as_layout(torch.randn(out.shape, dtype=dtype, device=CUDA), layout)
+    poison()
     gi = torch.ops.fastdw.depthwise_conv2d_backward_input(g, w, list(x.shape), *args)
-    _poison_allocator((big,), out_shape, x.shape, w.shape, (w.shape[0],), dtype=dtype)
+    poison()
     gw, gb = torch.ops.fastdw.depthwise_conv2d_backward_weight(g, x, list(w.shape), *args)
     for name, t in [("forward", out), ("grad_input", gi), ("grad_weight", gw), ("grad_bias", gb)]:
         assert torch.isfinite(t).all(), f"{cfg} {layout} {dtype}: {name} has non-finite values"
@@ -246,7 +223,7 @@ def test_raw_ops_write_every_element(cfg, layout, dtype):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_empty_batch(layout):
-    x = _layout(torch.randn(0, 3, 8, 8, device=CUDA), layout).requires_grad_()
+    x = as_layout(torch.randn(0, 3, 8, 8, device=CUDA), layout).requires_grad_()
     w = torch.randn(6, 1, 3, 3, device=CUDA, requires_grad=True)
     b = torch.randn(6, device=CUDA, requires_grad=True)
     out = fastdw.depthwise_conv2d(x, w, b, padding=1)
@@ -257,7 +234,7 @@ def test_empty_batch(layout):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[6], CONFIGS[11], CONFIGS[18]], ids=str)
+@pytest.mark.parametrize("cfg", pick("odd_3x3", "stride2", "multiplier2", "no_bias"), ids=str)
 def test_opcheck(cfg, layout):
     x, w, b = _to_cuda(*cfg.make(dtype=torch.float32, channels_last=(layout == "channels_last"),
                                  requires_grad=True))
@@ -292,7 +269,7 @@ def test_over_2_31_elements():
     x = torch.randn(n, c, h, w, dtype=torch.bfloat16, device=CUDA)
     wt = torch.randn(c, 1, 3, 3, dtype=torch.bfloat16, device=CUDA)
     for layout in LAYOUTS:
-        xl = _layout(x, layout)
+        xl = as_layout(x, layout)
         out = fastdw.depthwise_conv2d(xl, wt, stride=2, padding=1)
         tail = reference.depthwise_conv2d(xl[-2:].double(), wt.double(), stride=2, padding=1)
         assert_close_to_reference(out[-2:], tail, torch.bfloat16, f"2^31 {layout}")
@@ -319,4 +296,4 @@ def _random_conv(draw):
 @given(cfg=_random_conv(), layout=st.sampled_from(LAYOUTS),
        dtype=st.sampled_from([torch.float64, torch.float32, torch.float16]))
 def test_random_configs(cfg, layout, dtype):
-    _check_against_reference(cfg, dtype, layout)
+    check_against_reference(cfg, dtype, layout, CUDA)

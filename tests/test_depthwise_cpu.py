@@ -6,38 +6,11 @@ from hypothesis import given, strategies as st
 
 import fastdw
 from fastdw import reference
-from tests.configs import CONFIGS, Conv, assert_close_to_reference, assert_gradients_close
+from tests.support.configs import CONFIGS, CONV, Conv, pick
+from tests.support.reference_check import (as_layout, assert_close_to_reference,
+                                           check_against_reference)
 
 LAYOUTS = ["nchw", "channels_last"]
-
-
-def _layout(x, layout):
-    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
-
-
-def _poison_allocator(*shapes, dtype):
-    # Freed NaN-filled blocks tend to be handed back to the next allocation of the same size, so
-    # a kernel that leaves an element unwritten shows it as NaN instead of a plausible value.
-    for shape in shapes:
-        torch.full(shape, float("nan"), dtype=dtype)
-
-
-def _check_against_reference(cfg, dtype, layout):
-    x, w, b = cfg.make(dtype=dtype, channels_last=(layout == "channels_last"), requires_grad=True)
-    x64, w64, b64 = (None if t is None else t.detach().double().requires_grad_() for t in (x, w, b))
-    ref = reference.depthwise_conv2d(x64, w64, b64, **cfg.conv_args)
-    _poison_allocator(ref.shape, x.shape, dtype=dtype)
-    out = fastdw.depthwise_conv2d(x, w, b, **cfg.conv_args)
-    assert out.dtype == dtype
-    assert out.stride() == ref.stride(), (
-        f"{cfg} {layout}: output strides {out.stride()} differ from F.conv2d's {ref.stride()}")
-    assert_close_to_reference(out, ref, dtype, f"{cfg} {layout} forward")
-    grad = torch.randn(ref.shape, dtype=torch.float64)
-    ref.backward(grad)
-    out.backward(_layout(grad.to(dtype), layout))
-    assert_gradients_close((x.grad, w.grad, None if b is None else b.grad),
-                           (x64.grad, w64.grad, None if b is None else b64.grad),
-                           dtype, ref.shape, cfg.n, f"{cfg} {layout}")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -52,7 +25,7 @@ def test_gradcheck_float64(cfg, layout):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[6], CONFIGS[11], CONFIGS[10]], ids=str)
+@pytest.mark.parametrize("cfg", pick("odd_3x3", "stride2", "multiplier2", "rect_dilation"), ids=str)
 def test_gradgradcheck_float64(cfg):
     x, w, b = cfg.make(requires_grad=True)
     inputs = (x, w) if b is None else (x, w, b)
@@ -67,7 +40,7 @@ def test_gradgradcheck_float64(cfg):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("cfg", CONFIGS, ids=str)
 def test_matches_reference(cfg, layout, dtype):
-    _check_against_reference(cfg, dtype, layout)
+    check_against_reference(cfg, dtype, layout)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -75,7 +48,7 @@ def test_matches_reference(cfg, layout, dtype):
                                  Conv(2, 24, 30, 30, stride=(2, 2), m=2)], ids=str)
 def test_matches_reference_larger(cfg, dtype):
     for layout in LAYOUTS:
-        _check_against_reference(cfg, dtype, layout)
+        check_against_reference(cfg, dtype, layout)
 
 
 def _noncontiguous_variants(cfg):
@@ -92,7 +65,7 @@ def _noncontiguous_variants(cfg):
     yield "transposed_hw", swapped
 
 
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[6], CONFIGS[12]], ids=str)
+@pytest.mark.parametrize("cfg", pick("odd_3x3", "stride2", "multiplier3_stride2"), ids=str)
 def test_noncontiguous_inputs(cfg):
     _, w, b = cfg.make()
     for name, x in _noncontiguous_variants(cfg):
@@ -115,7 +88,7 @@ def test_noncontiguous_inputs(cfg):
                               torch.float64, f"{cfg} non-contiguous weight")
 
 
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[6], CONFIGS[12]], ids=str)
+@pytest.mark.parametrize("cfg", pick("odd_3x3", "stride2", "multiplier3_stride2"), ids=str)
 def test_gradcheck_noncontiguous(cfg):
     _, w, b = cfg.make()
     for name, x in _noncontiguous_variants(cfg):
@@ -153,7 +126,7 @@ def test_unbatched_input():
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_empty_batch(layout):
-    x = _layout(torch.randn(0, 3, 8, 8), layout).requires_grad_()
+    x = as_layout(torch.randn(0, 3, 8, 8), layout).requires_grad_()
     w = torch.randn(6, 1, 3, 3, requires_grad=True)
     b = torch.randn(6, requires_grad=True)
     out = fastdw.depthwise_conv2d(x, w, b, padding=1)
@@ -178,7 +151,7 @@ def test_deterministic(layout):
         assert torch.equal(a, b_)
 
 
-_OPCHECK_CONFIGS = [CONFIGS[0], CONFIGS[6], CONFIGS[11], CONFIGS[18]]
+_OPCHECK_CONFIGS = pick("odd_3x3", "stride2", "multiplier2", "no_bias")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -233,7 +206,7 @@ def _random_conv(draw):
 @given(cfg=_random_conv(), layout=st.sampled_from(LAYOUTS),
        dtype=st.sampled_from([torch.float64, torch.float32, torch.bfloat16]))
 def test_random_configs(cfg, layout, dtype):
-    _check_against_reference(cfg, dtype, layout)
+    check_against_reference(cfg, dtype, layout)
 
 
 def test_isa_reported():
@@ -250,4 +223,4 @@ def test_generic_isa_copy_matches_reference():
         for cfg in CONFIGS + extra:
             for layout in LAYOUTS:
                 for dtype in (torch.float64, torch.float32):
-                    _check_against_reference(cfg, dtype, layout)
+                    check_against_reference(cfg, dtype, layout)

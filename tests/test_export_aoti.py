@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import fastdw
-from tests.configs import assert_close_to_reference
-from tests.export_cases import converted_model, depthwise_groups
+from tests.support.reference_check import assert_close_to_reference
+from tests.support.export_cases import converted_model, depthwise_groups
 
 BATCH = torch.export.Dim("batch", min=1, max=64)
 DEPTHWISE_OP = "fastdw.depthwise_conv2d.default"
@@ -86,6 +86,7 @@ def aoti_package(tmp_path_factory):
     return converted, x, path
 
 
+@pytest.mark.subprocess
 def test_aoti_package_runs_in_python_calling_fastdw(aoti_package):
     converted, x, path = aoti_package
     with zipfile.ZipFile(path) as archive:  # the op is called, not inlined by Inductor
@@ -114,6 +115,7 @@ def _build_cpp_loader(directory) -> str:
     return exe
 
 
+@pytest.mark.slow
 def test_aoti_package_runs_from_cpp(aoti_package, tmp_path):
     converted, x, path = aoti_package
     exe = _build_cpp_loader(str(tmp_path))

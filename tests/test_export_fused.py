@@ -2,7 +2,7 @@
 ops: ONNX ``Conv`` + activation + ``Conv`` with both exporters, and ``aten.convolution`` +
 activation + ``aten.convolution`` through ``fastdw.export.decompositions()``.
 
-The op runs on a GPU, or on the CPU under the Triton interpreter (tests/triton_mode.py); if
+The op runs on a GPU, or on the CPU under the Triton interpreter (tests/support/triton_mode.py); if
 fastdw.triton was already imported without the interpreter, the tests here skip and
 test_fused_suite_in_subprocess reruns them in a fresh interpreter.
 """
@@ -14,10 +14,9 @@ import torch.nn as nn
 
 import fastdw
 from fastdw import reference
-from tests.configs import assert_close_to_reference
-from tests.test_export_onnx import check_onnx_model, export_onnx, run_onnxruntime
-from tests.test_export_torchscript import node_kinds
-from tests.triton_mode import HAS_CUDA, import_fused, rerun_in_subprocess
+from tests.support.export_checks import check_onnx_model, export_onnx, node_kinds, run_onnxruntime
+from tests.support.reference_check import assert_close_to_reference
+from tests.support.triton_mode import HAS_CUDA, import_fused, rerun_in_subprocess
 
 fused = import_fused()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -116,6 +115,7 @@ def test_decompositions_lower_fused_op(activation, triton_path):
                                   torch.float32, f"decomposed {activation}")
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(HAS_CUDA or fused.INTERPRETED,
                     reason="the fused-op export tests ran in this process")
 def test_fused_suite_in_subprocess():

@@ -13,7 +13,8 @@ import fastdw
 from fastdw.export.torchscript import resolve_padding
 from fastdw.models import xception
 from fastdw.nn import DepthwiseConv2d, DepthwiseSeparableConv2d
-from tests.export_cases import converted_model
+from tests.support.export_cases import converted_model
+from tests.support.export_checks import node_kinds
 
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*is deprecated")
@@ -31,17 +32,6 @@ def _saved_and_loaded(compiled):
     torch.jit.save(compiled, buf)
     buf.seek(0)
     return torch.jit.load(buf)
-
-
-def node_kinds(block) -> set:
-    """Every node kind in a TorchScript graph or block, nested blocks (if/loop bodies)
-    included."""
-    kinds = set()
-    for node in block.nodes():
-        kinds.add(node.kind())
-        for sub in node.blocks():
-            kinds |= node_kinds(sub)
-    return kinds
 
 
 def _check(model, x, how, what):
@@ -72,6 +62,7 @@ MODELS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["script", "trace"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_models(name, how):

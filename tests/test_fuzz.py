@@ -9,7 +9,7 @@
 * test_fuzz_bad_arguments: random (mostly invalid) arguments through the public API must raise
   ValueError/TypeError/RuntimeError, or else give F.conv2d's answer.
 * test_fuzz_raw_ops_in_subprocess: random, mostly inconsistent calls to the raw torch.ops in a
-  child interpreter (tests/_raw_op_fuzz.py), which must never die by a signal.
+  child interpreter (tests/support/raw_op_fuzz.py), which must never die by a signal.
 
 FASTDW_FUZZ=ci (default) runs ~200 examples per property; FASTDW_FUZZ=long runs 10,000.
 """
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -27,8 +25,9 @@ from hypothesis import assume, example, given, strategies as st
 
 import fastdw
 import fastdw.geometry
+from tests.support.child import ROOT, child_env, run_python
+from tests.support.reference_check import assert_within
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 INPUT_LAYOUTS = ["nchw", "channels_last", "sliced_w", "sliced_c", "transposed_hw",
@@ -55,14 +54,7 @@ def assert_within_bound(actual, ref, ref_abs, terms, dtype, device, what):
     a = actual.detach().to("cpu", torch.float64)
     bound = (torch.finfo(dtype).eps * ref.abs()
              + 2 * (terms + 2) * _acc_eps(dtype, device) * ref_abs + torch.finfo(dtype).tiny)
-    err = (a - ref).abs()
-    bad = ~(err <= bound)
-    if bad.any():
-        i = tuple(int(v) for v in torch.nonzero(bad)[0])
-        raise AssertionError(
-            f"{what}: {int(bad.sum())}/{bad.numel()} elements off; first at {i}: got "
-            f"{a[i].item()!r}, expected {ref[i].item()!r} (bound {bound[i].item():.3g}, "
-            f"reduction length {terms}, {dtype} on {device})")
+    assert_within(a, ref, bound, what, f"reduction length {terms}, {dtype} on {device}")
 
 
 # ---- random valid problems -----------------------------------------------------------------
@@ -167,6 +159,7 @@ def _reference(x, w, b, g, stride, padding, dilation):
     return ref, ref_abs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 @given(p=conv_problems(), dtype=st.sampled_from(DTYPES),
        layout=st.sampled_from(INPUT_LAYOUTS), grad_layout=st.sampled_from(GRAD_LAYOUTS),
@@ -355,15 +348,14 @@ def test_fuzz_bad_arguments(call):
 
 # ---- raw ops, crash-prone: in a child interpreter -------------------------------------------
 
+@pytest.mark.subprocess
 def test_fuzz_raw_ops_in_subprocess(tmp_path):
     count = 10_000 if LONG else 400
     log = tmp_path / "raw_op_fuzz.jsonl"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tests", "_raw_op_fuzz.py"), "--count", str(count),
+    proc = run_python(
+        [os.path.join(ROOT, "tests", "support", "raw_op_fuzz.py"), "--count", str(count),
          "--seed", "0" if not LONG else str(int.from_bytes(os.urandom(4), "little")),
-         "--log", str(log)],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-        timeout=3000 if LONG else 300)
+         "--log", str(log)], env=child_env(), timeout=3000 if LONG else 300)
     last = ""
     if log.exists():
         lines = log.read_text().splitlines()
@@ -378,7 +370,7 @@ def test_fuzz_raw_ops_in_subprocess(tmp_path):
         found = [f for f in failures if f["meta"] == on_meta]
         assert not found, (
             f"{summary['failed']} raw-op fuzz failures ({'meta' if on_meta else 'cpu'} shown); "
-            "replay one with: python tests/_raw_op_fuzz.py --replay '<case>'\n" + "\n".join(
+            "replay one with: python tests/support/raw_op_fuzz.py --replay '<case>'\n" + "\n".join(
                 f"{f['failure'][:300]}\n    case: {json.dumps(f['case'])}" for f in found[:5]))
     assert proc.returncode == 0, f"raw-op fuzz failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert summary["cases"] == count

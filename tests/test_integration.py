@@ -36,6 +36,7 @@ def _train(model, x, target, steps=3):
     return model
 
 
+@pytest.mark.slow
 def test_training_steps_match_stock():
     # 64x64, not 32x32: with a 1x1 final feature map and batch 4, train-mode BatchNorm of
     # near-constant channels amplifies rounding differences (of any two conv kernels) to 1e-8.

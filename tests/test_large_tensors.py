@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import fastdw  # noqa: F401  (registers torch.ops.fastdw)
+from tests.support.reference_check import assert_within
 
 ops = torch.ops.fastdw
 C, H, W = 64, 5800, 5800
@@ -67,13 +68,17 @@ def _window_ids(out_h, out_w, channels, gen, size=16, channels_last=False):
 
 def _assert_close(got, ref, ref_abs, what):
     """bfloat16 output of a float32-accumulated sum: one bf16 rounding plus a little."""
-    got = got.double()
-    bound = 2.0**-7 * ref.abs() + 1e-5 * ref_abs + 1e-6
-    bad = ~((got - ref).abs() <= bound)
-    if bad.any():
-        i = tuple(int(v) for v in torch.nonzero(bad)[0])
-        raise AssertionError(f"{what}: {int(bad.sum())}/{bad.numel()} elements off; first at "
-                             f"{i}: got {got[i].item()}, expected {ref[i].item()}")
+    assert_within(got.double(), ref, 2.0**-7 * ref.abs() + 1e-5 * ref_abs + 1e-6, what,
+                  "bfloat16")
+
+
+def _assert_windows(result, windows, reference, what):
+    """Each window (channel, row0, col0, rows, cols) of ``result[0]`` against
+    ``reference(*window) -> (ref, ref_of_abs)``."""
+    for c, r0, c0, nr, nc in windows:
+        ref, ref_abs = reference(c, r0, c0, nr, nc)
+        _assert_close(result[0, c, r0:r0 + nr, c0:c0 + nc], ref, ref_abs,
+                      f"{what} window c{c} r{r0} c{c0}")
 
 
 def forward_window_reference(x, w, b, stride, padding, dilation, co, r0, c0, nr, nc):
@@ -181,11 +186,8 @@ def test_forward_over_2_31_elements_nchw(big_input, small_weights):
     out = ops.depthwise_conv2d(x, w, b, *map(list, conv))
     try:
         assert out.shape == x.shape and out.numel() > 2**31
-        gen = torch.Generator().manual_seed(2)
-        for co, r0, c0, nr, nc in _window_ids(H, W, C, gen):
-            ref, ref_abs = forward_window_reference(x, w, b, *conv, co, r0, c0, nr, nc)
-            _assert_close(out[0, co, r0:r0 + nr, c0:c0 + nc], ref, ref_abs,
-                          f"forward window c{co} r{r0} c{c0}")
+        _assert_windows(out, _window_ids(H, W, C, torch.Generator().manual_seed(2)),
+                        lambda *win: forward_window_reference(x, w, b, *conv, *win), "forward")
     finally:
         del out
         gc.collect()
@@ -200,11 +202,9 @@ def test_backward_input_over_2_31_elements_nchw(big_input, small_weights):
     gi = ops.depthwise_conv2d_backward_input(g, w, list(g.shape), *map(list, conv))
     try:
         assert gi.shape == g.shape
-        gen = torch.Generator().manual_seed(3)
-        for ci, r0, c0, nr, nc in _window_ids(H, W, C, gen):
-            ref, ref_abs = backward_input_window_reference(g, w, C, *conv, ci, r0, c0, nr, nc)
-            _assert_close(gi[0, ci, r0:r0 + nr, c0:c0 + nc], ref, ref_abs,
-                          f"grad_input window c{ci} r{r0} c{c0}")
+        _assert_windows(gi, _window_ids(H, W, C, torch.Generator().manual_seed(3)),
+                        lambda *win: backward_input_window_reference(g, w, C, *conv, *win),
+                        "grad_input")
     finally:
         del gi
         gc.collect()
@@ -223,17 +223,15 @@ def test_strided_forward_and_backward_input_over_2_31_elements_channels_last(big
     oh, ow = (H + 4 - 4 - 1) // 3 + 1, (W + 4 - 4 - 1) // 3 + 1
     assert out.shape == (1, C, oh, ow) and out.is_contiguous(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(4)
-    for co, r0, c0, nr, nc in _window_ids(oh, ow, C, gen):
-        ref, ref_abs = forward_window_reference(x, w, b, *conv, co, r0, c0, nr, nc)
-        _assert_close(out[0, co, r0:r0 + nr, c0:c0 + nc], ref, ref_abs,
-                      f"channels_last forward window c{co} r{r0} c{c0}")
+    _assert_windows(out, _window_ids(oh, ow, C, gen),
+                    lambda *win: forward_window_reference(x, w, b, *conv, *win),
+                    "channels_last forward")
     gi = ops.depthwise_conv2d_backward_input(out, w, list(x.shape), *map(list, conv))
     try:
         assert gi.shape == x.shape and gi.is_contiguous(memory_format=torch.channels_last)
-        for ci, r0, c0, nr, nc in _window_ids(H, W, C, gen, channels_last=True):
-            ref, ref_abs = backward_input_window_reference(out, w, C, *conv, ci, r0, c0, nr, nc)
-            _assert_close(gi[0, ci, r0:r0 + nr, c0:c0 + nc], ref, ref_abs,
-                          f"channels_last grad_input window c{ci} r{r0} c{c0}")
+        _assert_windows(gi, _window_ids(H, W, C, gen, channels_last=True),
+                        lambda *win: backward_input_window_reference(out, w, C, *conv, *win),
+                        "channels_last grad_input")
     finally:
         del gi, out
         gc.collect()

@@ -100,6 +100,7 @@ def _randomise_bn(model):
     return model
 
 
+@pytest.mark.slow
 def test_fuse_mobilenet_v2():
     torch.manual_seed(0)
     stock = _randomise_bn(mobilenet_v2(num_classes=10, width_mult=0.5, use_fastdw=False))
@@ -124,6 +125,7 @@ def test_fuse_xception(use_fastdw):
     torch.testing.assert_close(fused(x), expected, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_run_e2e_rows():
     rows = run_e2e("cpu", batch=2, resolution=32, width_mult=0.25, min_run_time=0.01)
     got = [(r["mode"], r["provider"]) for r in rows]

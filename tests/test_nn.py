@@ -138,6 +138,7 @@ def test_cpu_autocast_casts_like_conv2d(dtype):
         assert ours.double()(x.double()).dtype == torch.float64
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_autocast_casts_like_conv2d(dtype):

@@ -6,31 +6,19 @@ small-shape fallbacks multiply the padding instead, so PyTorch does not agree wi
 expected values come from ``skip_padding_reference`` (PyTorch ops, float64), which
 ``test_reference_is_pytorchs_onednn_semantics`` anchors to F.conv2d's oneDNN path.
 """
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fastdw
-from tests.support.parity import (Case, assert_same_nonfinite, check_nonfinite,
+from tests.support.child import child_env, run_python
+from tests.support.parity import (CPU_ROUTES as ROUTES, LAYOUTS, NONFINITE_CASES,
+                                  assert_same_nonfinite, check_nonfinite,
                                   skip_padding_reference)
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
-LAYOUTS = [torch.contiguous_format, torch.channels_last]
 WHERE = ["weight", "grad_output", "input"]
-# FASTDW_CPU_BLOCKED (read on every call): auto, off, the ring kernels, the in-place NHWC kernel
-ROUTES = ["", "0", "1", "direct"]
-
-CASES = [
-    Case((2, 3, 5, 6), (3, 3), conv=(("padding", 1),)),
-    Case((2, 16, 9, 9), (3, 3), conv=(("padding", 1), ("stride", 2))),
-    Case((1, 4, 7, 8), (5, 5), conv=(("padding", 2),)),
-    Case((2, 2, 6, 7), (3, 3), m=2, conv=(("padding", (2, 1)), ("dilation", (1, 2)))),
-    Case((8, 16, 14, 14), (3, 3), bias=False, conv=(("padding", 1),)),  # ring/in-place sizes
-]
+CASES = list(NONFINITE_CASES.values())
 
 
 def test_issue_example_matches_f_conv2d():
@@ -65,7 +53,7 @@ def test_issue_example_bf16_channels_last():
 def test_reference_is_pytorchs_onednn_semantics(where, layout):
     """The expected values' source agrees with F.conv2d float32 (oneDNN on this CPU; shapes with
     C >= 2 and N >= 2 take it), output and all gradients, NaN/Inf positions included."""
-    case = CASES[1]
+    case = NONFINITE_CASES["stride2_16_channels"]
     x, w, b = case.make(torch.float32)
     g = torch.randn(2, 16, 5, 5, generator=torch.Generator().manual_seed(3))
     flat = dict(input=x, weight=w, grad_output=g)[where].view(-1)
@@ -81,6 +69,7 @@ def test_reference_is_pytorchs_onednn_semantics(where, layout):
         assert_same_nonfinite(exp, got, f"{where} {layout}: {name}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"blocked={r or 'auto'}")
 @pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "channels_last"])
@@ -91,6 +80,7 @@ def test_every_route(case, dtype, layout, where, route, monkeypatch):
     check_nonfinite(fastdw.depthwise_conv2d, case, dtype, where, layout)
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_isa_build(isa):
@@ -100,20 +90,17 @@ def test_every_isa_build(isa):
     code = (
         "import os, torch, fastdw\n"
         "from fastdw import _C\n"
-        "from tests.test_parity_nonfinite import CASES, LAYOUTS, ROUTES\n"
-        "from tests.support.parity import check_nonfinite\n"
+        "from tests.support.parity import CPU_ROUTES, LAYOUTS, NONFINITE_CASES, check_nonfinite\n"
         f"if _C.cpu_isa() != {isa!r}: print('unavailable'); raise SystemExit\n"
-        "for route in ROUTES:\n"
+        "for route in CPU_ROUTES:\n"
         "    os.environ['FASTDW_CPU_BLOCKED'] = route\n"
-        "    for case in CASES:\n"
+        "    for case in NONFINITE_CASES.values():\n"
         "        for dtype in (torch.float32, torch.bfloat16):\n"
         "            for layout in LAYOUTS:\n"
         "                for where in ('weight', 'grad_output'):\n"
         "                    check_nonfinite(fastdw.depthwise_conv2d, case, dtype, where, layout)\n"
         "print('ok')\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
-                            text=True, timeout=900, env=dict(os.environ, FASTDW_CPU_ISA=isa))
+    result = run_python(["-c", code], env=child_env(FASTDW_CPU_ISA=isa))
     if result.stdout.strip() == "unavailable":
         pytest.skip(f"this CPU cannot run the {isa} build")
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 import fastdw
 from fastdw.nn import DepthwiseConv2d
-from tests.configs import assert_close_to_reference
+from tests.support.reference_check import assert_close_to_reference
 from tests.support import parity
 
 CASES = parity.opinfo_cases()

@@ -15,10 +15,13 @@ import fastdw
 from fastdw import reference
 from fastdw.nn import DepthwiseConv2d, DepthwiseSeparableConv2d
 from fastdw.separable import backend_for, depthwise_separable_conv2d
-from tests.configs import assert_close_to_reference
-from tests.test_separable import CONFIGS, composed, triton_device  # noqa: F401 (fixtures)
+from tests.support.reference_check import assert_close_to_reference
+from tests.support.separable import SEP
+from tests.support.triton_mode import import_fused
 
-CASES = CONFIGS[:4]
+import_fused()  # before anything imports fastdw.triton compiled: see triton_mode
+CASES = [SEP[name] for name in ("k3x3_relu", "k5x5_gelu", "k7x7_relu6_no_biases",
+                                "stride2_linear")]
 
 
 def _tangents(args):
@@ -72,7 +75,7 @@ def test_fused_op_called_directly(activation, triton_device):
     """torch.ops.fastdw.depthwise_separable_conv2d itself (what traced and exported graphs
     call): the tangent of every argument, and torch.func.grad, equal the F.conv2d
     composition's."""
-    cfg = CASES[3]  # stride 2
+    cfg = SEP["stride2_linear"]
     conv = cfg.conv
     x, w, b, pw, pb = (t.detach() for t in cfg.make(torch.float32, triton_device))
     args = (x, w, b, pw.flatten(1), pb)
@@ -101,8 +104,8 @@ def test_fused_op_called_directly(activation, triton_device):
 def test_fused_path_double_backward_raises(triton_device):
     """The fused backward kernels have no derivative: a second derivative raises when it is
     asked for (the first one is still given), never a silently wrong or missing term."""
-    x, w, b, pw, pb = CASES[0].make(torch.float32, triton_device)
-    out = depthwise_separable_conv2d(x, w, b, pw, pb, **CASES[0].conv_args)
+    x, w, b, pw, pb = SEP["k3x3_relu"].make(torch.float32, triton_device)
+    out = depthwise_separable_conv2d(x, w, b, pw, pb, **SEP["k3x3_relu"].conv_args)
     grad_w, = torch.autograd.grad(out.square().sum(), w, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward through the fused op"):
         grad_w.sum().backward()
@@ -110,7 +113,7 @@ def test_fused_path_double_backward_raises(triton_device):
 
 def test_fused_path_torch_func(triton_device):
     """grad, jacfwd and vmap through the op with the Triton backend selected."""
-    cfg = CASES[0]
+    cfg = SEP["k3x3_relu"]
     x, w, b, pw, pb = (t.detach() for t in cfg.make(torch.float32, "cpu"))
 
     def loss(impl):

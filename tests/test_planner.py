@@ -10,8 +10,8 @@ import torch
 
 import fastdw
 from fastdw import planner
-from tests.configs import Conv
-from tests.test_depthwise_cpu import _check_against_reference
+from tests.support.configs import Conv
+from tests.support.reference_check import check_against_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CL = torch.channels_last
@@ -113,7 +113,7 @@ def test_benchmark_mode_measures_once_and_keeps_the_choice(no_cached_plans):
     x, w, b = cfg.make(dtype=torch.float32)
     assert fastdw.explain(x, w, **cfg.conv_args).source == "rules"
     fastdw.backends.cpu.benchmark = True
-    _check_against_reference(cfg, torch.float32, "nchw")  # tunes fwd, bwd_input, bwd_weight
+    check_against_reference(cfg, torch.float32, "nchw")  # tunes fwd, bwd_input, bwd_weight
     for pass_ in planner.PASSES:
         plan = fastdw.explain(x, w, pass_=pass_, **cfg.conv_args)
         assert plan.source == "tuned", plan
@@ -151,7 +151,7 @@ def test_plan_file_round_trip(tmp_path, monkeypatch, no_cached_plans):
     assert planner.load_plans() == 1
     plan = fastdw.explain(x, w, **cfg.conv_args)
     assert (plan.kernel, plan.source) == (other, "plan file")
-    _check_against_reference(cfg, torch.float32, "channels_last")
+    check_against_reference(cfg, torch.float32, "channels_last")
     # save_plans keeps the file's entries; another machine key loads nothing.
     planner.save_plans()
     assert planner.load_plans() == 1

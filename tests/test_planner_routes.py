@@ -12,8 +12,8 @@ import torch
 
 import fastdw
 from fastdw import planner
-from tests.configs import CONFIGS, Conv
-from tests.test_depthwise_cpu import _check_against_reference
+from tests.support.configs import CONFIGS, Conv, pick
+from tests.support.reference_check import check_against_reference
 
 LAYOUTS = ["nchw", "channels_last"]
 KERNELS = list(planner.kernels())
@@ -73,14 +73,14 @@ def test_forced_kernel_matches_reference(kernel, layout, dtype):
         if not taken_passes(cfg, layout, dtype, kernel):
             continue
         with planner.force(kernel=kernel):
-            _check_against_reference(cfg, dtype, layout)
+            check_against_reference(cfg, dtype, layout)
         checked += 1
     assert checked, f"{kernel} applies to none of the shared configs in {layout} {dtype}"
 
 
 # A few configs per float64 kernel: gradcheck is slow, and the shared table is already checked
 # against the float64 reference above.
-GRADCHECK_CONFIGS = [CONFIGS[0], CONFIGS[6], CONFIGS[9], CONFIGS[11], CONFIGS[13]]
+GRADCHECK_CONFIGS = pick("odd_3x3", "stride2", "dilation2", "multiplier2", "padding_beyond_half")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -156,4 +156,4 @@ def test_every_isa_copy_on_the_shared_configs(isa):
                     for dtype in (torch.float32, torch.bfloat16):
                         if taken_passes(cfg, layout, dtype, kernel):
                             with planner.force(kernel=kernel):
-                                _check_against_reference(cfg, dtype, layout)
+                                check_against_reference(cfg, dtype, layout)

@@ -15,8 +15,8 @@ import fastdw
 from fastdw import revert
 from fastdw.models import xception
 from fastdw.nn import DepthwiseConv2d, DepthwiseSeparableConv2d
-from tests.configs import assert_close_to_reference
-from tests.export_cases import MODELS, converted_model, stock_model
+from tests.support.reference_check import assert_close_to_reference
+from tests.support.export_cases import MODELS, converted_model, stock_model
 
 FASTDW_TYPES = (DepthwiseConv2d, DepthwiseSeparableConv2d)
 
@@ -42,6 +42,7 @@ def _assert_same_outputs(actual: nn.Module, expected: nn.Module, x, what: str):
             f"{what} ({mode}): max abs diff {(outs[0] - outs[1]).abs().max().item():.3g}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 def test_convert_then_revert_is_the_stock_model(name):
     stock, converted, x = converted_model(name)
@@ -56,6 +57,7 @@ def test_convert_then_revert_is_the_stock_model(name):
         _assert_same_outputs(reverted, stock, x, name)
 
 
+@pytest.mark.slow
 def test_fastdw_xception_reverts_to_the_stock_xception():
     stock, x = stock_model("xception")
     stock = copy.deepcopy(stock).eval()

@@ -1,20 +1,20 @@
 """fastdw.depthwise_separable_conv2d vs the float64 reference: the fused Triton kernels (on GPU, or
 on CPU under the Triton interpreter) and the composed path; forward and every gradient.
 
-Interpreter mode, with no GPU: see tests/triton_mode.py; test_triton_suite_in_subprocess reruns
+Interpreter mode, with no GPU: see tests/support/triton_mode.py; test_triton_suite_in_subprocess reruns
 the Triton tests in a fresh interpreter when fastdw.triton was imported without it.
 """
-import dataclasses
-import zlib
-
 import pytest
 import torch
 
 import fastdw
 from fastdw import reference
 from fastdw.separable import backend_for, depthwise_separable_conv2d
-from tests.configs import Conv, assert_close_to_reference
-from tests.triton_mode import HAS_CUDA, import_fused, rerun_in_subprocess
+from tests.support.configs import Conv
+from tests.support.reference_check import assert_close_to_reference
+from tests.support.separable import SEP, SEPARABLE_CONFIGS, Sep, s2
+from tests.support.triton_mode import (HAS_CUDA, cudnn_allow_tf32, import_fused,
+                                      rerun_in_subprocess)
 
 fused = import_fused()
 
@@ -22,46 +22,7 @@ LAYOUTS = ["nchw", "channels_last"]
 GRAD_NAMES = ("input", "dw_weight", "dw_bias", "pw_weight", "pw_bias")
 
 
-@dataclasses.dataclass(frozen=True)
-class Sep:
-    conv: Conv
-    c_out: int
-    activation: object = "relu"
-    pw_bias: bool = True
-
-    def __str__(self):
-        return f"{self.conv}_o{self.c_out}_{self.activation}{'_pb' if self.pw_bias else ''}"
-
-    def make(self, dtype, device, channels_last=False):
-        """(input, dw_weight, dw_bias, pw_weight, pw_bias), leaves that require grad."""
-        g = torch.Generator().manual_seed(zlib.crc32(str(self).encode()))
-        x, w, b = self.conv.make(generator=g)
-        pw = torch.randn(self.c_out, self.conv.c * self.conv.m, 1, 1, generator=g,
-                         dtype=torch.float64) / self.conv.c ** 0.5
-        pb = torch.randn(self.c_out, generator=g, dtype=torch.float64) if self.pw_bias else None
-        out = [None if t is None else t.to(device, dtype) for t in (x, w, b, pw, pb)]
-        if channels_last:
-            out[0] = out[0].contiguous(memory_format=torch.channels_last)
-        return [None if t is None else t.requires_grad_() for t in out]
-
-    @property
-    def conv_args(self):
-        return dict(activation=self.activation, **self.conv.conv_args)
-
-
-s2 = (2, 2)
-CONFIGS = [
-    Sep(Conv(2, 8, 7, 7), 12, "relu"),                                          # 3x3
-    Sep(Conv(1, 16, 9, 9, kh=5, kw=5, padding=(2, 2)), 8, "gelu"),              # 5x5
-    Sep(Conv(1, 4, 9, 8, kh=7, kw=7, padding=(3, 3), bias=False), 16, "relu6",  # 7x7, no biases
-        pw_bias=False),
-    Sep(Conv(2, 6, 9, 9, stride=s2), 5, None),                                  # stride 2
-    Sep(Conv(1, 5, 8, 9, dilation=s2, padding=s2), 20, "relu"),      # dilation; 2 C_out tiles
-    Sep(Conv(1, 20, 6, 7, kh=3, kw=5, stride=(2, 1), padding=(0, 2)), 4, "gelu"),  # 2 C_in chunks
-    Sep(Conv(1, 3, 6, 6, padding=(3, 3)), 6, "relu6", pw_bias=False),           # padding > k/2
-    Sep(Conv(1, 2, 9, 9, kh=9, kw=9, padding=(4, 4)), 3, "none"),               # 9x9 (row loop)
-]
-HALF_CONFIGS = [CONFIGS[1], CONFIGS[5]]
+HALF_CONFIGS = [SEP["k5x5_gelu"], SEP["two_cin_chunks"]]
 
 
 def _reference(args, conv_args):
@@ -99,28 +60,6 @@ def _check(cfg, dtype, device, layout, tolerance_dtype=None):
 
 # ---- the fused Triton path ---------------------------------------------------------------
 
-def _cudnn_allow_tf32(allowed: bool):
-    """torch.backends.cudnn.allow_tf32 for a block, through cudnn.flags(): a plain assignment
-    raises once torch.testing._internal.common_utils (imported by the parity tests) has frozen
-    the global flags."""
-    cudnn = torch.backends.cudnn
-    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
-                       deterministic=cudnn.deterministic, allow_tf32=allowed)
-
-
-@pytest.fixture(params=["cuda"] if HAS_CUDA else ["cpu"])
-def triton_device(request, monkeypatch):
-    """'cuda' on a GPU; without one, 'cpu' with the interpreted kernels. Strict fp32 (TF32 off):
-    test_tf32 covers TF32."""
-    if request.param == "cpu":
-        if not fused.INTERPRETED:
-            pytest.skip("fastdw.triton was imported without TRITON_INTERPRET=1; "
-                        "test_triton_suite_in_subprocess runs these tests")
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-    with _cudnn_allow_tf32(False):
-        yield request.param
-
-
 def _assert_fused(cfg, device, dtype=torch.float32):
     x, w = cfg.make(dtype, device)[:2]
     backend, why = backend_for(x, w)
@@ -128,7 +67,7 @@ def _assert_fused(cfg, device, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
+@pytest.mark.parametrize("cfg", SEPARABLE_CONFIGS, ids=str)
 def test_fused_matches_reference(cfg, layout, triton_device):
     _assert_fused(cfg, triton_device)
     _check(cfg, torch.float32, triton_device, layout)
@@ -144,21 +83,22 @@ def test_fused_half(cfg, layout, dtype, triton_device):
 
 def test_tf32(triton_device):
     """fp32 follows torch.backends.cudnn.allow_tf32: with it on, TF32 accuracy (about fp16's)."""
-    with _cudnn_allow_tf32(True):
-        _check(CONFIGS[1], torch.float32, triton_device, "nchw", tolerance_dtype=torch.float16)
+    with cudnn_allow_tf32(True):
+        _check(SEP["k5x5_gelu"], torch.float32, triton_device, "nchw",
+               tolerance_dtype=torch.float16)
 
 
 def test_pointwise_grad_pixel_splits(triton_device, monkeypatch):
     """The pointwise weight gradient reduces over pixel splits: several, the last one ragged."""
     from fastdw.triton import separable
     monkeypatch.setattr(separable, "_PW_GRAD_PIXELS_PER_SPLIT", 20)
-    cfg = CONFIGS[0]  # 98 output pixels -> 5 splits of 20 (the last has 18)
+    cfg = SEP["k3x3_relu"]  # 98 output pixels -> 5 splits of 20 (the last has 18)
     assert separable._pw_grad_splits(98) == (5, 20)
     _check(cfg, torch.float32, triton_device, "channels_last")
 
 
 def test_deterministic(triton_device):
-    cfg = CONFIGS[4]
+    cfg = SEP["dilation2_two_cout_tiles"]
     first = _check(cfg, torch.float32, triton_device, "nchw")
     second = _check(cfg, torch.float32, triton_device, "nchw")
     for a, b in zip([first[0]] + first[1], [second[0]] + second[1]):
@@ -167,7 +107,7 @@ def test_deterministic(triton_device):
 
 def test_partial_grads_and_2d_pw_weight(triton_device):
     """Only some inputs require grad; pw_weight given as (C_out, C_in)."""
-    cfg = CONFIGS[1]
+    cfg = SEP["k5x5_gelu"]
     x, w, b, pw, pb = cfg.make(torch.float32, triton_device)
     w.requires_grad_(False)
     pb.requires_grad_(False)
@@ -208,7 +148,7 @@ def test_same_padding_and_unbatched(triton_device):
 @pytest.mark.parametrize("case", ["depth_multiplier_2", "float64"])
 def test_unsupported_falls_back_to_composed(case, triton_device):
     if case == "float64":
-        cfg, dtype = CONFIGS[0], torch.float64
+        cfg, dtype = SEP["k3x3_relu"], torch.float64
     else:
         cfg, dtype = Sep(Conv(1, 3, 6, 7, m=2), 4, "relu6"), torch.float32
     x, w = cfg.make(dtype, triton_device)[:2]
@@ -218,7 +158,7 @@ def test_unsupported_falls_back_to_composed(case, triton_device):
 
 
 def test_empty_batch(triton_device):
-    cfg = CONFIGS[0]
+    cfg = SEP["k3x3_relu"]
     x, w, b, pw, pb = cfg.make(torch.float32, triton_device)
     x0 = x.detach()[:0].requires_grad_()
     out = depthwise_separable_conv2d(x0, w, b, pw, pb, **cfg.conv_args)
@@ -246,7 +186,7 @@ def test_opcheck(triton_device):
 def test_torch_compile_fullgraph(triton_device):
     """On GPU Inductor sees the Triton kernels (triton_op); under the interpreter the op is opaque
     (a custom_op), so this checks tracing, fake kernels and autograd registration there."""
-    cfg = CONFIGS[0]
+    cfg = SEP["k3x3_relu"]
     compiled = torch.compile(depthwise_separable_conv2d, fullgraph=True, backend="inductor")
     args = cfg.make(torch.float32, triton_device, channels_last=True)
     out = compiled(*args, **cfg.conv_args)
@@ -259,6 +199,7 @@ def test_torch_compile_fullgraph(triton_device):
                                   max(1.0, t64.grad.abs().max().item()))
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(HAS_CUDA or fused.INTERPRETED,
                     reason="the Triton tests ran in this process")
 def test_triton_suite_in_subprocess():
@@ -267,14 +208,8 @@ def test_triton_suite_in_subprocess():
 
 # ---- the composed path (fastdw depthwise + activation + 1x1 conv) --------------------------
 
-@pytest.fixture
-def composed(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    return "cpu"
-
-
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
+@pytest.mark.parametrize("cfg", SEPARABLE_CONFIGS, ids=str)
 def test_composed_matches_reference(cfg, layout, composed):
     x, w = cfg.make(torch.float32, "cpu")[:2]
     assert backend_for(x, w)[0] == "composed"
@@ -283,7 +218,7 @@ def test_composed_matches_reference(cfg, layout, composed):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_composed_half(dtype, composed):
-    _check(HALF_CONFIGS[0], dtype, "cpu", "channels_last")
+    _check(SEP["k5x5_gelu"], dtype, "cpu", "channels_last")
 
 
 def test_composed_gradcheck_and_gradgradcheck(composed):
@@ -299,7 +234,7 @@ def test_composed_gradcheck_and_gradgradcheck(composed):
 
 def test_composed_torch_compile_fullgraph(composed):
     """aot_eager: Inductor's CPU C++ compile would add tens of seconds for nothing new here."""
-    cfg = CONFIGS[1]
+    cfg = SEP["k5x5_gelu"]
     compiled = torch.compile(depthwise_separable_conv2d, fullgraph=True, backend="aot_eager")
     args = cfg.make(torch.float32, "cpu")
     out = compiled(*args, **cfg.conv_args)

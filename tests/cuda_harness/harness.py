@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
 
-from tests.configs import Conv, assert_close_to_reference, assert_gradients_close
+from tests.support.configs import Conv
+from tests.support.reference_check import assert_close_to_reference, assert_gradients_close
 
 LAYOUTS = ["nchw", "channels_last"]
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]

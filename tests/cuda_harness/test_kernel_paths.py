@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from tests.configs import CONFIGS, Conv
+from tests.support.configs import CONFIGS, Conv
 from tests.cuda_harness import build
 from tests.cuda_harness.harness import DTYPES, LAYOUTS, check_conv
 

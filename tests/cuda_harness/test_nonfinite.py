@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.configs import TOLERANCES, Conv
+from tests.support.configs import Conv
+from tests.support.reference_check import TOLERANCES
 from tests.cuda_harness.harness import (DTYPES, LAYOUTS, conv_args, make_inputs, ops,
                                         run_checked)
 from tests.cuda_harness.test_kernel_paths import FALLBACK_CONFIGS, _variant_configs

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import forward_ad as fwAD
 
-from tests.configs import assert_close_to_reference
+from tests.support.reference_check import assert_close_to_reference
 
 Impl = Callable[..., torch.Tensor]
 DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
@@ -431,3 +431,17 @@ def check_nonfinite(impl: Impl, case: Case, dtype: torch.dtype, where: str, layo
                                   f"{what}: {name} (finite part)",
                                   max(1.0, exp.detach()[finite].abs().max().item()
                                       if finite.any() else 1.0) * 4)
+
+
+# The NaN/Inf cases (tests/test_parity_nonfinite.py and its per-ISA child processes).
+NONFINITE_CASES = dict(
+    p1=Case((2, 3, 5, 6), (3, 3), conv=(("padding", 1),)),
+    stride2_16_channels=Case((2, 16, 9, 9), (3, 3), conv=(("padding", 1), ("stride", 2))),
+    k5x5=Case((1, 4, 7, 8), (5, 5), conv=(("padding", 2),)),
+    multiplier2_dilation=Case((2, 2, 6, 7), (3, 3), m=2,
+                              conv=(("padding", (2, 1)), ("dilation", (1, 2)))),
+    ring_and_in_place_sizes=Case((8, 16, 14, 14), (3, 3), bias=False, conv=(("padding", 1),)),
+)
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+# FASTDW_CPU_BLOCKED (read on every call): auto, off, the ring kernels, the in-place NHWC kernel
+CPU_ROUTES = ["", "0", "1", "direct"]

@@ -5,7 +5,7 @@ off by one, negative or zero sizes, wrong lengths, mismatched grad_output / inpu
 weight_size, wrong dtypes, meta/cpu mixes, every layout). Each case is appended to ``--log`` as
 one JSON line *before* it runs, so if this process dies by a signal the last line is the repro:
 
-    python tests/_raw_op_fuzz.py --replay '<json line>'
+    python tests/support/raw_op_fuzz.py --replay '<json line>'
 
 A call must either raise ValueError/TypeError/RuntimeError, or succeed and agree with ATen's
 own convolution (forward or convolution_backward, in float64). Prints a JSON summary as the last

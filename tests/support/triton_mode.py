@@ -11,10 +11,10 @@ it (compiled kernels, no GPU), ``RUNS_HERE`` is False: the in-process tests skip
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import torch
+
+from tests.support.child import child_env, run_pytest
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -37,10 +37,13 @@ def import_fused():
 def rerun_in_subprocess(test_file: str) -> None:
     """Runs ``test_file``'s tests, but not this rerun, with TRITON_INTERPRET=1; asserts they
     pass."""
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(test_file),
-         "-k", "not in_subprocess"],
-        cwd=root, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    run_pytest(test_file, "in_subprocess", child_env(TRITON_INTERPRET="1"))
+
+
+def cudnn_allow_tf32(allowed: bool):
+    """torch.backends.cudnn.allow_tf32 for a block, through cudnn.flags(): a plain assignment
+    raises once torch.testing._internal.common_utils (imported by the parity tests) has frozen
+    the global flags."""
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                       deterministic=cudnn.deterministic, allow_tf32=allowed)
