@@ -16,14 +16,20 @@ class Entry:
     detail: str
 
 
+def section():
+    """A report field: a list of ``Entry``, empty to begin with."""
+    return dataclasses.field(default_factory=list)
+
+
 class Report:
     """Base of ConversionReport and RevertReport (dataclasses whose fields are lists of
-    ``Entry``): ``str()`` is the summary line, then each non-empty section, one entry a line,
-    in ``SECTIONS`` order."""
+    ``Entry``): ``summary()`` fills ``SUMMARY`` with each section's count; ``str()`` is the
+    summary line, then each non-empty section, one entry a line, in ``SECTIONS`` order."""
     SECTIONS: Tuple[str, ...] = ()
+    SUMMARY = ""
 
     def summary(self) -> str:
-        raise NotImplementedError
+        return self.SUMMARY.format(**{name: len(getattr(self, name)) for name in self.SECTIONS})
 
     def __str__(self) -> str:
         lines = [self.summary()]

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ._surgery import Entry, Report, children, has_hooks, join
+from ._surgery import Entry, Report, children, has_hooks, join, section
 from .activations import module_activation
 from .nn import (DepthwiseConv2d, DepthwiseSeparableConv2d, depthwise_mismatch,
                  separable_mismatch)
@@ -32,16 +32,14 @@ class ConversionReport(Report):
     ``skipped``: convolutions (and, with ``fuse=True``, BatchNorms and depthwise convs left
     unfused) with the reason; ``folded``: BatchNorms folded into the conv before them;
     ``fused``: chains now one ``DepthwiseSeparableConv2d``."""
-    replaced: List[Entry] = dataclasses.field(default_factory=list)
-    skipped: List[Entry] = dataclasses.field(default_factory=list)
-    folded: List[Entry] = dataclasses.field(default_factory=list)
-    fused: List[Entry] = dataclasses.field(default_factory=list)
-
-    def summary(self) -> str:
-        return (f"fastdw.convert: replaced {len(self.replaced)}, skipped {len(self.skipped)}, "
-                f"folded {len(self.folded)} BatchNorm, fused {len(self.fused)} separable chains")
+    replaced: List[Entry] = section()
+    skipped: List[Entry] = section()
+    folded: List[Entry] = section()
+    fused: List[Entry] = section()
 
     SECTIONS = ("replaced", "folded", "fused", "skipped")
+    SUMMARY = ("fastdw.convert: replaced {replaced}, skipped {skipped}, folded {folded} "
+               "BatchNorm, fused {fused} separable chains")
 
 
 def _replace_convs(module: nn.Module, name: str, report: ConversionReport,

@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from .activations import ACTIVATIONS
-from ._surgery import Entry, Report, children, has_hooks, join
+from ._surgery import Entry, Report, children, has_hooks, join, section
 from .nn import DepthwiseConv2d, DepthwiseSeparableConv2d
 
 __all__ = ["revert", "RevertReport"]
@@ -32,15 +32,12 @@ class RevertReport(Report):
     ``DepthwiseSeparableConv2d`` now ``nn.Sequential(depthwise, [activation], pointwise)``, and
     what of the original chain that cannot bring back; ``skipped``: fastdw modules left as they
     are, with the reason."""
-    reverted: List[Entry] = dataclasses.field(default_factory=list)
-    unfused: List[Entry] = dataclasses.field(default_factory=list)
-    skipped: List[Entry] = dataclasses.field(default_factory=list)
-
-    def summary(self) -> str:
-        return (f"fastdw.revert: reverted {len(self.reverted)}, unfused {len(self.unfused)}, "
-                f"skipped {len(self.skipped)}")
+    reverted: List[Entry] = section()
+    unfused: List[Entry] = section()
+    skipped: List[Entry] = section()
 
     SECTIONS = ("reverted", "unfused", "skipped")
+    SUMMARY = "fastdw.revert: reverted {reverted}, unfused {unfused}, skipped {skipped}"
 
 
 def _keeps_forward(module: nn.Module) -> Optional[str]:

@@ -8,6 +8,7 @@ from hypothesis import given, strategies as st
 
 import fastdw
 from fastdw import reference
+from tests.support.strategies import depthwise_convs
 from tests.support.configs import CONFIGS, Conv, pick
 from tests.support.reference_check import (as_layout, assert_close_to_reference,
                                            check_against_reference, poison_allocator)
@@ -277,23 +278,7 @@ def test_over_2_31_elements():
     del x
 
 
-@st.composite
-def _random_conv(draw):
-    kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    if draw(st.booleans()):  # bias towards the specialised square, equal-stride variants
-        kw, sw, dh, dw = kh, sh, 1, 1
-    ph, pw = draw(st.integers(0, kh + 1)), draw(st.integers(0, kw + 1))
-    h = max(1, dh * (kh - 1) + 1 - 2 * ph) + draw(st.integers(0, 12))
-    w = max(1, dw * (kw - 1) + 1 - 2 * pw) + draw(st.integers(0, 12))
-    c = draw(st.integers(1, 9)) * draw(st.sampled_from([1, 8]))
-    return Conv(n=draw(st.integers(1, 3)), c=c, h=h, w=w, kh=kh, kw=kw,
-                m=draw(st.integers(1, 3)), stride=(sh, sw), padding=(ph, pw),
-                dilation=(dh, dw), bias=draw(st.booleans()))
-
-
-@given(cfg=_random_conv(), layout=st.sampled_from(LAYOUTS),
+@given(cfg=depthwise_convs(), layout=st.sampled_from(LAYOUTS),
        dtype=st.sampled_from([torch.float64, torch.float32, torch.float16]))
 def test_random_configs(cfg, layout, dtype):
     check_against_reference(cfg, dtype, layout, CUDA)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from tests.support.strategies import depthwise_convs
 from tests.support.configs import CONFIGS, Conv
 from tests.cuda_harness import build
 from tests.cuda_harness.harness import DTYPES, LAYOUTS, check_conv
@@ -91,24 +92,9 @@ def test_misaligned_pointers(sim, cfg, layout, dtype, offset):
     check_conv(sim, cfg, dtype, layout, offset)
 
 
-@st.composite
-def _random_conv(draw):
-    kh, kw = draw(st.integers(1, 9)), draw(st.integers(1, 9))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    if draw(st.booleans()):  # towards the specialised square, equal-stride variants
-        kw, sw, dh, dw = kh, sh, 1, 1
-    ph, pw = draw(st.integers(0, kh + 1)), draw(st.integers(0, kw + 1))
-    h = max(1, dh * (kh - 1) + 1 - 2 * ph) + draw(st.integers(0, 14))
-    w = max(1, dw * (kw - 1) + 1 - 2 * pw) + draw(st.integers(0, 40))
-    c = draw(st.integers(1, 6)) * draw(st.sampled_from([1, 8]))
-    return Conv(n=draw(st.integers(1, 3)), c=c, h=h, w=w, kh=kh, kw=kw,
-                m=draw(st.integers(1, 3)), stride=(sh, sw), padding=(ph, pw),
-                dilation=(dh, dw), bias=draw(st.booleans()))
-
-
 @settings(max_examples=60)
-@given(cfg=_random_conv(), layout=st.sampled_from(LAYOUTS),
+@given(cfg=depthwise_convs(max_kernel=9, max_extra_h=14, max_extra_w=40, max_channel_groups=6),
+       layout=st.sampled_from(LAYOUTS),
        dtype=st.sampled_from([torch.float64, torch.float32, torch.float16]))
 def test_random_configs(sim, cfg, layout, dtype):
     check_conv(sim, cfg, dtype, layout)
