@@ -30,13 +30,13 @@ def _as_int(v):
     bool: what F.conv2d's argument parser takes for an int."""
     if isinstance(v, bool):
         return None
+    if isinstance(v, int):
+        return v
     if isinstance(v, torch.Tensor) and (v.dim() != 0 or v.dtype.is_floating_point
                                         or v.dtype.is_complex or v.dtype == torch.bool):
         return None
-    try:
-        return operator.index(v)
-    except TypeError:
-        return None
+    # Asked, not tried: torch.compile (Dynamo, torch 2.11) cannot trace a caught TypeError.
+    return operator.index(v) if hasattr(type(v), "__index__") else None
 
 
 def pair(value: IntOrPair, name: str) -> Pair:

@@ -596,7 +596,7 @@ def _not_differentiable(op, what: str):
 # generated Function has neither (a tangent was dropped silently).
 _autograd_lib = torch.library.Library("fastdw", "IMPL")
 with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "Overriding a previously registered kernel")
+    warnings.filterwarnings("ignore", "(?s).*Overriding a previously registered kernel")
     for _op, _function in (
             (separable_conv2d, SeparableConv),
             (separable_conv2d_backward_mid, _not_differentiable(
