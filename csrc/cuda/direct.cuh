@@ -51,6 +51,23 @@ inline DirectArgs direct_args(const DepthwiseParams& p, bool bwd) {
   return a;
 }
 
+// Along one axis: the source index that tap k of destination index d reads (forward: d's
+// window; backward-input: the output that tap k of input d fed), or -1 when there is none
+// (outside the source, or, backward, not on the stride).
+template <bool BWD>
+__device__ __forceinline__ int64_t source_index(int64_t d, int64_t k, int64_t stride,
+                                                int64_t pad, int64_t dil, int64_t src_size) {
+  int64_t s;
+  if (BWD) {
+    const int64_t t = d + pad - k * dil;
+    if (t < 0 || t % stride != 0) return -1;
+    s = t / stride;
+  } else {
+    s = d * stride - pad + k * dil;
+  }
+  return s >= 0 && s < src_size ? s : -1;
+}
+
 // Destination element (n, c, h, w): the bias (forward) plus the products of the taps that land
 // inside the source. A tap over padding is skipped, not multiplied by zero, as in F.conv2d: a
 // non-finite weight there contributes nothing.
@@ -69,25 +86,11 @@ __device__ __forceinline__ at::opmath_type<scalar_t> direct_value(
     const scalar_t* sp = src + n * a.s_sn + sc * a.s_sc;
     const scalar_t* wp = weight + wc * taps;
     for (int64_t kh = 0; kh < a.kh; ++kh) {
-      int64_t sh;
-      if (BWD) {
-        const int64_t t = h + a.pad_h - kh * a.dil_h;
-        if (t < 0 || t % a.stride_h != 0) continue;
-        sh = t / a.stride_h;
-      } else {
-        sh = h * a.stride_h - a.pad_h + kh * a.dil_h;
-      }
-      if (sh < 0 || sh >= a.src_h) continue;
+      const int64_t sh = source_index<BWD>(h, kh, a.stride_h, a.pad_h, a.dil_h, a.src_h);
+      if (sh < 0) continue;
       for (int64_t kw = 0; kw < a.kw; ++kw) {
-        int64_t sw;
-        if (BWD) {
-          const int64_t t = w + a.pad_w - kw * a.dil_w;
-          if (t < 0 || t % a.stride_w != 0) continue;
-          sw = t / a.stride_w;
-        } else {
-          sw = w * a.stride_w - a.pad_w + kw * a.dil_w;
-        }
-        if (sw < 0 || sw >= a.src_w) continue;
+        const int64_t sw = source_index<BWD>(w, kw, a.stride_w, a.pad_w, a.dil_w, a.src_w);
+        if (sw < 0) continue;
         acc += static_cast<acc_t>(sp[sh * a.s_sh + sw * a.s_sw]) *
                static_cast<acc_t>(wp[kh * a.kw + kw]);
       }
