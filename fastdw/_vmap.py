@@ -29,38 +29,36 @@ def _channels_out(t, size):
     return t.unflatten(1, (size, -1))
 
 
+def _fold(size, sample, sample_dim, params, param_dims, call):
+    """One call of ``call(sample, params, batches, channels)`` for a vmap of ``size``: into the
+    batch (``batches = size``) when no parameter is batched, else into the channels
+    (``channels = size``, each sample's parameters as its own group of channels). Returns the
+    result with its vmapped dimension and where it is."""
+    if all(d is None for d in param_dims):
+        out = call(sample.movedim(sample_dim, 0).flatten(0, 1), params, size, 1)
+        return out.unflatten(0, (size, -1)), 0
+    params = [None if p is None else _front(p, d, size).flatten(0, 1)
+              for p, d in zip(params, param_dims)]
+    out = call(_channels_in(_front(sample, sample_dim, size)), params, 1, size)
+    return _channels_out(out, size), 1
+
+
 @torch.library.register_vmap("fastdw::depthwise_conv2d")
 def _forward_vmap(info, in_dims, input, weight, bias, stride, padding, dilation):
-    x_dim, w_dim, b_dim = in_dims[:3]
-    size = info.batch_size
-    if w_dim is None and b_dim is None:
-        out = _ops.depthwise_conv2d(input.movedim(x_dim, 0).flatten(0, 1), weight, bias, stride,
-                                    padding, dilation)
-        return out.unflatten(0, (size, -1)), 0
-    weight = _front(weight, w_dim, size).flatten(0, 1)
-    if bias is not None:
-        bias = _front(bias, b_dim, size).flatten(0, 1)
-    out = _ops.depthwise_conv2d(_channels_in(_front(input, x_dim, size)), weight, bias, stride,
-                                padding, dilation)
-    return _channels_out(out, size), 1
+    def call(x, params, batches, channels):
+        return _ops.depthwise_conv2d(x, *params, stride, padding, dilation)
+    return _fold(info.batch_size, input, in_dims[0], [weight, bias], in_dims[1:3], call)
 
 
 @torch.library.register_vmap("fastdw::depthwise_conv2d_backward_input")
 def _backward_input_vmap(info, in_dims, grad_output, weight, input_size, stride, padding,
                          dilation):
-    g_dim, w_dim = in_dims[:2]
-    size = info.batch_size
     n, c, h, w = input_size
-    if w_dim is None:
-        out = _ops.depthwise_conv2d_backward_input(
-            grad_output.movedim(g_dim, 0).flatten(0, 1), weight, [size * n, c, h, w], stride,
-            padding, dilation)
-        return out.unflatten(0, (size, -1)), 0
-    out = _ops.depthwise_conv2d_backward_input(
-        _channels_in(_front(grad_output, g_dim, size)),
-        _front(weight, w_dim, size).flatten(0, 1), [n, size * c, h, w], stride, padding,
-        dilation)
-    return _channels_out(out, size), 1
+
+    def call(g, params, batches, channels):
+        return _ops.depthwise_conv2d_backward_input(g, *params, [batches * n, channels * c, h, w],
+                                                    stride, padding, dilation)
+    return _fold(info.batch_size, grad_output, in_dims[0], [weight], in_dims[1:2], call)
 
 
 @torch.library.register_vmap("fastdw::depthwise_conv2d_backward_weight")

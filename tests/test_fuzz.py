@@ -5,7 +5,7 @@
   down to 1, unbatched input), every dtype, every input layout (NCHW, channels_last, sliced,
   permuted, expanded, storage offset), non-contiguous weight/bias/grad_output, on every device
   this machine has; forward and all three gradients vs the float64 F.conv2d reference, with a
-  per-element error bound scaled by each result's reduction length.
+  per-element error bound of fastdw.accuracy (the tests' one rule).
 * test_fuzz_bad_arguments: random (mostly invalid) arguments through the public API must raise
   ValueError/TypeError/RuntimeError, or else give F.conv2d's answer.
 * test_fuzz_raw_ops_in_subprocess: random, mostly inconsistent calls to the raw torch.ops in a
@@ -25,8 +25,9 @@ from hypothesis import assume, example, given, strategies as st
 
 import fastdw
 import fastdw.geometry
+from fastdw import accuracy
 from tests.support.child import ROOT, child_env, run_python
-from tests.support.reference_check import assert_within
+from tests.support.reference_check import assert_matches, depthwise_expected
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
@@ -34,27 +35,6 @@ INPUT_LAYOUTS = ["nchw", "channels_last", "sliced_w", "sliced_c", "transposed_hw
                  "permuted_nhwc", "expanded_n", "storage_offset"]
 GRAD_LAYOUTS = ["contiguous", "channels_last", "sliced_w", "transposed_hw", "expanded"]
 LONG = os.environ.get("FASTDW_FUZZ", "ci") == "long"
-
-
-# ---- error bound ---------------------------------------------------------------------------
-
-def _acc_eps(dtype, device):
-    # fastdw accumulates in float64 for float64 and in float32 for every other dtype.
-    return torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
-
-
-def assert_within_bound(actual, ref, ref_abs, terms, dtype, device, what):
-    """|actual - ref| <= eps_out * |ref| + 2 * (terms + 2) * eps_acc * ref_abs + tiny, per element.
-
-    ``ref`` is the float64 result, ``ref_abs`` the same computation on absolute values (the sum
-    of |terms| each element is made of) and ``terms`` the reduction length: the classical bound
-    for a float sum of ``terms`` products, then one rounding to the output dtype. NaN fails."""
-    assert actual.shape == ref.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(ref.shape)}"
-    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype} != {dtype}"
-    a = actual.detach().to("cpu", torch.float64)
-    bound = (torch.finfo(dtype).eps * ref.abs()
-             + 2 * (terms + 2) * _acc_eps(dtype, device) * ref_abs + torch.finfo(dtype).tiny)
-    assert_within(a, ref, bound, what, f"reduction length {terms}, {dtype} on {device}")
 
 
 # ---- random valid problems -----------------------------------------------------------------
@@ -139,26 +119,6 @@ def _layout_grad(g, layout, generator):
     raise AssertionError(layout)
 
 
-def _reference(x, w, b, g, stride, padding, dilation):
-    """float64 F.conv2d output and gradients, and the same on absolute values (for bounds)."""
-    groups = x.shape[-3]
-
-    def run(x, w, b, g):
-        x = x.detach().to("cpu", torch.float64).requires_grad_()
-        w = w.detach().to("cpu", torch.float64).requires_grad_()
-        b = None if b is None else b.detach().to("cpu", torch.float64).requires_grad_()
-        out = F.conv2d(x, w, b, stride, padding, dilation, groups)
-        inputs = (x, w) if b is None else (x, w, b)
-        grads = torch.autograd.grad(out, inputs, g.detach().to("cpu", torch.float64),
-                                    allow_unused=True)
-        grads = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(inputs, grads)]
-        return out.detach(), grads
-
-    ref = run(x, w, b, g)
-    ref_abs = run(x.abs(), w.abs(), None if b is None else b.abs(), g.abs())
-    return ref, ref_abs
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 @given(p=conv_problems(), dtype=st.sampled_from(DTYPES),
@@ -200,31 +160,24 @@ def test_fuzz_matches_reference(device, p, dtype, layout, grad_layout, weight_nc
 
     g = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(device, dtype)
     g = _layout_grad(g, grad_layout, gen)
-    (ref, ref_grads), (ref_abs, abs_grads) = _reference(x, weight, bias, g, *args)
+    expected = depthwise_expected(x, weight, bias, g, *args)
+    ref = expected[0].value
 
-    oh, ow = ref.shape[-2], ref.shape[-1]
-    batch = 1 if p["unbatched"] else n
-    what = f"{p} {dtype} {layout}/{grad_layout}{' w_nc' if weight_nc else ''}"
-    assert_within_bound(out, ref, ref_abs, p["kh"] * p["kw"] + 1, dtype, device,
-                        f"forward {what}")
+    what = f"{p} {dtype} {layout}/{grad_layout}{' w_nc' if weight_nc else ''} on {device}"
+    assert out.dtype == dtype, f"{what}: dtype {out.dtype}"
+    assert_matches(out, expected[0], dtype, f"forward {what}")
     if layout in ("nchw", "channels_last") and out.dim() == 4 and out.numel() > 0:
-        # Same memory format as F.conv2d (in the input's dtype, on the CPU).
-        expected = F.conv2d(x.detach().cpu().double(), weight.detach().cpu().double(), None,
-                            *args, c)
+        # Same memory format as F.conv2d (the reference ran on the same layouts, on the CPU).
         same = out.is_contiguous(memory_format=torch.channels_last) == \
-            expected.is_contiguous(memory_format=torch.channels_last) and \
-            out.is_contiguous() == expected.is_contiguous()
-        assert same, f"{what}: output strides {out.stride()} vs F.conv2d {expected.stride()}"
+            ref.is_contiguous(memory_format=torch.channels_last) and \
+            out.is_contiguous() == ref.is_contiguous()
+        assert same, f"{what}: output strides {out.stride()} vs F.conv2d {ref.stride()}"
 
     inputs = (x, weight) if bias is None else (x, weight, bias)
     grads = torch.autograd.grad(out, inputs, g)
-    assert_within_bound(grads[0], ref_grads[0], abs_grads[0], p["kh"] * p["kw"] * m, dtype,
-                        device, f"grad_input {what}")
-    assert_within_bound(grads[1], ref_grads[1], abs_grads[1], batch * oh * ow, dtype, device,
-                        f"grad_weight {what}")
-    if bias is not None:
-        assert_within_bound(grads[2], ref_grads[2], abs_grads[2], batch * oh * ow, dtype,
-                            device, f"grad_bias {what}")
+    for name, got, exp in zip(("grad_input", "grad_weight", "grad_bias"), grads, expected[1:]):
+        assert got.dtype == dtype, f"{name} {what}: dtype {got.dtype}"
+        assert_matches(got, exp, dtype, f"{name} {what}")
 
 
 # ---- random (mostly invalid) arguments through the public API -------------------------------
@@ -330,20 +283,18 @@ def test_fuzz_bad_arguments(call):
     if x.device.type == "meta" or not all(_ordinary(call[k]) for k in
                                           ("stride", "padding", "dilation")):
         return
-    x64, w64 = x.double(), w.double()
-    b64 = None if b is None else b.double()
+    def conv(x, w, b):
+        return F.conv2d(x, w, b, call["stride"], call["padding"], call["dilation"], x.shape[-3])
     try:
-        ref = F.conv2d(x64, w64, b64, call["stride"], call["padding"], call["dilation"],
-                       x.shape[-3])
+        expected, = accuracy.expected(conv, [x, w, b])
     except RuntimeError as e:
         # Zero-size H/W (N, C > 0): F.conv2d refuses, fastdw computes (reported as a bug and
         # pinned by test_hardening.py::test_zero_spatial_size_matches_conv2d).
         if x.shape[-1] == 0 or x.shape[-2] == 0:
             return
         raise AssertionError(f"fastdw accepted {call} but F.conv2d raised {e}") from e
-    assert out.shape == ref.shape and out.dtype == x.dtype
-    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2 * max(
-        1.0, ref.abs().max().item() if ref.numel() else 1.0))
+    assert out.dtype == x.dtype
+    assert_matches(out, expected, x.dtype, f"{call}")
 
 
 # ---- raw ops, crash-prone: in a child interpreter -------------------------------------------

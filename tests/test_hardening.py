@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import fastdw
+from fastdw import accuracy
+from tests.support.reference_check import assert_matches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 X = torch.randn(2, 4, 8, 8)
@@ -48,19 +50,17 @@ def _fwd_and_grads(fn, x, w, b, g, **conv):
 
 # ---- PyTorch's own behaviour: results -------------------------------------------------------
 
-def _assert_matches_conv2d(x, w, b, atol=1e-10, **conv):
-    """fastdw vs F.conv2d in float64: output and all gradients, for the same grad_output."""
+def _assert_matches_conv2d(x, w, b, **conv):
+    """fastdw vs float64 F.conv2d under fastdw.accuracy's bound: output and all gradients, for
+    the same grad_output."""
     ref_out = _conv_ref(x.double(), w.double(), None if b is None else b.double(), **conv)
-    g = torch.randn(ref_out.shape, dtype=torch.float64)
-    out_ref, g_ref = _fwd_and_grads(_conv_ref, x.double(), w.double(),
-                                    None if b is None else b.double(), g, **conv)
+    g = torch.randn(ref_out.shape, dtype=torch.float64).to(x.dtype)
+    expected = accuracy.expected(lambda *t: _conv_ref(*t, **conv), [x, w, b], g)
     out, grads = _fwd_and_grads(fastdw.depthwise_conv2d, x, w, b, g, **conv)
-    assert out.shape == out_ref.shape and out.dtype == x.dtype
-    tol = dict(rtol=atol, atol=atol) if x.dtype == torch.float64 else dict(rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(out.double(), out_ref, **tol)
-    for name, got, exp in zip(("grad_input", "grad_weight", "grad_bias"), grads, g_ref):
-        assert got.shape == exp.shape, name
-        torch.testing.assert_close(got.double(), exp, **tol, msg=lambda m: f"{name}: {m}")
+    assert out.dtype == x.dtype
+    for name, got, exp in zip(("output", "grad_input", "grad_weight", "grad_bias"),
+                              (out, *grads), expected):
+        assert_matches(got, exp, x.dtype, name)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -639,10 +639,9 @@ def test_concurrent_calls_from_four_threads():
         g = torch.randn(out.shape, generator=gen).to(dtype)
         alone = _fwd_and_grads(fastdw.depthwise_conv2d, x, w, b, g, **conv)
         # Sanity: what the threads reproduce is itself right.
-        ref = _fwd_and_grads(_conv_ref, x.double(), w.double(), b.double(), g.double(), **conv)
-        tol = 1e-9 if dtype == torch.float64 else 5e-2
-        for a, r in zip([alone[0], *alone[1]], [ref[0], *ref[1]]):
-            torch.testing.assert_close(a.double(), r, rtol=tol, atol=tol * (1 + r.abs().max()))
+        ref = accuracy.expected(lambda *t: _conv_ref(*t, **conv), [x, w, b], g)
+        for a, r in zip([alone[0], *alone[1]], ref):
+            assert_matches(a, r, dtype, f"{dtype} {layout} alone")
         problems.append((x, w, b, g, conv))
         expected.append(alone)
 

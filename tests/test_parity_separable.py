@@ -45,8 +45,7 @@ def _check_tangents(cfg, dtype, path):
                [None if a is None else a.double() for a in args],
                [None if t is None else t.double() for t in tangents])
     for name, g, e in zip(("primal", "tangent"), got, exp):
-        assert_close_to_reference(g, e, dtype, f"{cfg} {path} {name}",
-                                  max(1.0, e.abs().max().item()) * 4)
+        assert_close_to_reference(g, e, dtype, f"{cfg} {path} {name}")
 
 
 @pytest.mark.parametrize("cfg", CASES, ids=str)
@@ -97,8 +96,7 @@ def test_fused_op_called_directly(activation, triton_device):
     exp = _jvp(composition, as64(args), as64(tangents)) + (
         func.grad(lambda w_: composition(*as64((x, w_, *args[2:]))).square().sum())(w),)
     for name, g, e in zip(("primal", "tangent", "grad dw_weight"), got, exp):
-        assert_close_to_reference(g, e, torch.float32, f"{cfg} {activation} {name}",
-                                  max(1.0, e.abs().max().item()) * 4)
+        assert_close_to_reference(g, e, torch.float32, f"{cfg} {activation} {name}")
 
 
 def test_fused_path_double_backward_raises(triton_device):
@@ -124,8 +122,7 @@ def test_fused_path_torch_func(triton_device):
                                     torch.stack([x, x * 2.0])))):
         got = transform(depthwise_separable_conv2d)
         exp = transform(reference.depthwise_separable_conv2d)
-        assert_close_to_reference(got, exp.double(), torch.float32, name,
-                                  max(1.0, exp.abs().max().item()) * 4)
+        assert_close_to_reference(got, exp.double(), torch.float32, name)
 
 
 @pytest.mark.parametrize("kind", ["depthwise", "separable"])

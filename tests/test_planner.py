@@ -96,6 +96,7 @@ def test_force_restores_and_nests():
     assert after == before
 
 
+@pytest.mark.subprocess
 def test_environment_overrides_are_read_at_import():
     code = ("import torch, fastdw\n"
             "p = fastdw.explain(torch.randn(1, 8, 6, 6), torch.randn(8, 1, 3, 3), padding=1)\n"
@@ -167,6 +168,7 @@ def test_plan_file_round_trip(tmp_path, monkeypatch, no_cached_plans):
     assert not os.path.exists(path)
 
 
+@pytest.mark.subprocess
 def test_tune_command_writes_a_plan_file(tmp_path, no_cached_plans):
     from fastdw.cli import main
     path = str(tmp_path / "tuned.json")

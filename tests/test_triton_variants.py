@@ -17,6 +17,10 @@ FUSED_OPS = {"fastdw::depthwise_separable_conv2d",
              "fastdw::depthwise_separable_conv2d_backward_pointwise"}
 
 
+# Every test runs `python -m fastdw.triton.variants` or a check in a child interpreter.
+pytestmark = pytest.mark.subprocess
+
+
 def variants(*args, interpret: bool, timeout=900):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("TRITON_INTERPRET", None)

@@ -10,7 +10,7 @@ CSV_FIELDS = ("suite", "kind", "shape", "n", "c", "c_out", "h", "w", "kh", "kw",
               "padding", "dilation", "activation", "dtype", "layout", "pass", "provider",
               "backend", "device", "status", "median_ms", "lo_ms", "hi_ms", "runs", "bytes",
               "flops", "gbps", "pct_copy", "roof_ms", "pct_roof", "gflops", "speedup", "peak_mb",
-              "rel_err", "tol", "error")
+              "rel_err", "err_bound", "error")
 _LAYOUT_SHORT = {"nchw": "nchw", "channels_last": "cl"}
 
 

@@ -16,7 +16,7 @@ from . import bandwidth, timing
 from .providers import OUTPUTS, all_providers, make_tensors, to_layout
 from .report import geomean
 from .suites import Case, cases, load_suite
-from .verify import Reference, tolerance
+from .verify import Reference, rounded_to
 from ..planner import cpu_model
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
@@ -152,14 +152,14 @@ def _run_pass(case: Case, pass_: str, dtype_name: str, layout: str, t, ref: Refe
     the reference, then time together the ones whose outputs matched."""
     dtype = DTYPES[dtype_name]
     names = output_names(case, pass_)
-    tol = tolerance(case, dtype, device)
+    rounded = rounded_to(case, dtype, device)
     nbytes = bandwidth.traffic_bytes(case, pass_, torch.empty((), dtype=dtype).element_size())
     torch_err: Dict[str, float] = {}
     group, fns = [], {}
     for prov in provs:   # torch first: its error is known before the others are judged
         row = dict(_case_fields(case), dtype=dtype_name, layout=layout, **{"pass": pass_},
                    provider=prov.name, device=device.type, status="ok", error="", backend="",
-                   rel_err=None, tol=tol, bytes=nbytes, flops=bandwidth.flops(case, pass_))
+                   rel_err=None, err_bound=None, bytes=nbytes, flops=bandwidth.flops(case, pass_))
         group.append(row)
         try:
             fn = prov.build(case, pass_, t)
@@ -167,22 +167,23 @@ def _run_pass(case: Case, pass_: str, dtype_name: str, layout: str, t, ref: Refe
             _sync(device)
             # After the first call: with benchmark mode on, that call chose the CPU kernels.
             row["backend"] = prov.backend(case, t, pass_)
-            errs = ref.compare(names, outs)
+            errs = ref.compare(names, outs, dtype, rounded)
             del outs
         except Exception as e:  # noqa: BLE001 - recorded in the row
             row.update(status="ERROR", error=f"{type(e).__name__}: {e}"[:300])
             continue
         row["rel_err"] = max(e.rel_l2 for e in errs.values())
-        # Judged against the tolerance, or against twice PyTorch's own error in the same
+        row["err_bound"] = max(e.worst for e in errs.values())
+        # Judged by fastdw.accuracy's bound, or against twice PyTorch's own error in the same
         # dtype where PyTorch itself is less accurate than that.
-        bad = [k for k, e in errs.items() if not e.ok(max(tol, 2 * torch_err.get(k, 0.0)))]
+        bad = [k for k, e in errs.items() if not e.ok(max(1.0, 2 * torch_err.get(k, 0.0)))]
         if prov.name == "torch":
-            torch_err = {k: e.rel_l2 for k, e in errs.items()}
+            torch_err = {k: e.worst for k, e in errs.items()}
         if bad:
             e = errs[bad[0]]
             row.update(status="FAIL", error=(
-                f"{bad[0]}: rel err {e.rel_l2:.3g}, max elem err {e.max_rel:.3g} of max|ref|, "
-                f"{e.nonfinite} non-finite (tol {tol:g})"))
+                f"{bad[0]}: {e.off} elements beyond the error bound (worst |error| / bound "
+                f"{e.worst:.3g}, relative L2 error {e.rel_l2:.3g}); {e.detail}"))
         else:
             fns[prov.name] = fn
     _time_rows(group, fns, device, cfg.timer, roof)

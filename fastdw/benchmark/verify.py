@@ -1,84 +1,80 @@
-"""The float64 reference a provider's outputs must match before they are timed.
+"""The float64 reference a provider's outputs must match before they are timed, under the one
+error-bound rule of ``fastdw.accuracy``.
 
 The reference is ``fastdw.reference`` (``F.conv2d`` upcast to float64, on the benchmark's device)
-applied to the very inputs the providers get, so only the providers' arithmetic is judged. Cases
-too large to hold in float64 at once are computed a few samples at a time: outputs with a batch
-dimension are compared slice by slice, weight gradients are summed over the slices.
+applied to the very inputs the providers get, so only the providers' arithmetic is judged; it
+is evaluated on absolute values and on ones too, for each element's magnitude and number of
+terms. Cases too large to hold in float64 at once are computed a few samples at a time: outputs
+with a batch dimension are compared slice by slice, weight gradients are summed over the slices.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from .. import reference
+from .. import accuracy, reference
 from .providers import BATCHED_OUTPUTS, Tensors
 from .suites import Case
 
-# Largest ||out - ref|| / ||ref|| accepted, per dtype (fp32 accumulation for half types).
-TOLERANCES = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 5e-3,
-              torch.bfloat16: 3e-2}
-# A float32 pointwise conv may run on TF32 tensor cores (PyTorch's cuDNN default, Triton's
-# default for a float32 dot): about 1e-3.
-TF32_TOLERANCE = 2e-3
-# A single element may be off by at most this many tolerances of the largest reference value.
-MAX_ELEMENT_FACTOR = 10.0
 
-
-def tolerance(case: Case, dtype: torch.dtype, device: torch.device) -> float:
-    if dtype == torch.float32 and case.shape.kind == "separable" and device.type == "cuda":
-        return TF32_TOLERANCE
-    return TOLERANCES[dtype]
+def rounded_to(case: Case, dtype: torch.dtype, device: torch.device) -> Optional[str]:
+    """The format the factors of a case's products pass through (fastdw.accuracy.ROUNDED_TO):
+    a float32 pointwise conv on a GPU may run on TF32 tensor cores (cuDNN's default, Triton's
+    default for a float32 dot); the separable conv's intermediate is rounded to a half dtype."""
+    if case.shape.kind != "separable":
+        return None
+    if dtype == torch.float32:
+        return "tf32" if device.type == "cuda" else None
+    return {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype)
 
 
 @dataclasses.dataclass
 class Error:
-    """Distance of one output from the reference."""
-    rel_l2: float       # ||out - ref|| / ||ref||
-    max_rel: float      # max |out - ref| / max |ref|
-    nonfinite: int      # NaN or inf elements in out
+    """Distance of one output from the reference, over all its slices."""
+    worst: float = 0.0        # max |out - ref| / allowed error (<= 1 passes)
+    off: int = 0              # elements beyond their bound
+    diff2: float = 0.0
+    ref2: float = 0.0
+    detail: str = ""
 
-    def ok(self, tol: float) -> bool:
-        return (self.nonfinite == 0 and self.rel_l2 <= tol
-                and self.max_rel <= MAX_ELEMENT_FACTOR * tol)
+    @property
+    def rel_l2(self) -> float:
+        """||out - ref|| / ||ref||, for reports."""
+        return math.sqrt(self.diff2 / self.ref2) if self.ref2 > 0 else math.sqrt(self.diff2)
 
+    def ok(self, worst_allowed: float = 1.0) -> bool:
+        return self.off == 0 or self.worst <= worst_allowed
 
-class _Stats:
-    def __init__(self):
-        self.diff2 = self.ref2 = self.maxdiff = self.maxref = 0.0
-        self.nonfinite = 0
-
-    def add(self, actual: torch.Tensor, expected: torch.Tensor, what: str):
-        if actual.shape != expected.shape:
+    def add(self, actual: torch.Tensor, expected: accuracy.Expected, dtype: torch.dtype,
+            rounded: Optional[str], what: str):
+        if actual.shape != expected.value.shape:
             raise ValueError(f"{what}: shape {tuple(actual.shape)}, expected "
-                             f"{tuple(expected.shape)}")
-        a = actual.detach().to(torch.float64)
-        expected = expected.detach()
-        d = a - expected
-        bad = int(d.numel() - torch.isfinite(a).sum())
-        if bad:
-            self.nonfinite += bad
-            d = torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
-        norm = torch.linalg.vector_norm
-        self.diff2 += float(norm(d)) ** 2
-        self.ref2 += float(norm(expected)) ** 2
-        if d.numel():
-            self.maxdiff = max(self.maxdiff, float(norm(d, math.inf)))
-            self.maxref = max(self.maxref, float(norm(expected, math.inf)))
-
-    def error(self) -> Error:
-        rel = math.sqrt(self.diff2 / self.ref2) if self.ref2 > 0 else math.sqrt(self.diff2)
-        mx = self.maxdiff / self.maxref if self.maxref > 0 else self.maxdiff
-        return Error(rel, mx, self.nonfinite)
+                             f"{tuple(expected.value.shape)}")
+        v = accuracy.compare(actual, expected, dtype, rounded)
+        self.worst = max(self.worst, v.worst if v.off == 0 or math.isfinite(v.worst) else math.inf)
+        if v.off and not self.detail:
+            self.detail = v.detail
+        self.off += v.off
+        ref_norm2 = float(torch.linalg.vector_norm(
+            expected.value.nan_to_num(0.0, 0.0, 0.0))) ** 2
+        self.ref2 += ref_norm2
+        self.diff2 += (v.rel_l2 ** 2) * ref_norm2 if ref_norm2 > 0 else v.rel_l2 ** 2
 
 
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> Error:
-    """Error of one tensor against its (float64) reference."""
-    st = _Stats()
-    st.add(actual, expected.to(torch.float64), "output")
-    return st.error()
+def relative_error(actual: torch.Tensor, expected: accuracy.Expected,
+                   rounded: Optional[str] = None) -> Error:
+    """Error of one tensor against its expectation (fastdw.accuracy.expected)."""
+    e = Error()
+    e.add(actual, expected, actual.dtype, rounded, "output")
+    return e
+
+
+def _sum(a: accuracy.Expected, b: accuracy.Expected) -> accuracy.Expected:
+    return accuracy.Expected(a.value + b.value, a.magnitude + b.magnitude, a.terms + b.terms)
 
 
 class Reference:
@@ -92,34 +88,35 @@ class Reference:
         per_sample = 8 * (s.c * s.h * s.w + s.channels_out * oh * ow
                           + (s.c * oh * ow if s.kind == "separable" else 0))
         per_sample *= 3 if need_grads else 1   # gradients and what autograd saves
+        per_sample *= 3                          # values, magnitudes and term counts
         self.chunk = max(1, min(case.n, max_bytes // max(per_sample, 1)))
-        self._cache: List[Tuple[slice, Dict[str, torch.Tensor]]] = []
-        self._reduced: Dict[str, torch.Tensor] = {}
+        self._cache: List[Tuple[slice, Dict[str, accuracy.Expected]]] = []
+        self._reduced: Dict[str, accuracy.Expected] = {}
 
-    def _compute(self, sl: slice) -> Dict[str, torch.Tensor]:
+    def _compute(self, sl: slice) -> Dict[str, accuracy.Expected]:
         s, t = self.case.shape, self.t
-        x = t.x[sl].to(torch.float64).requires_grad_(self.need_grads)
-        params = [p.to(torch.float64).requires_grad_(self.need_grads) for p in t.params()]
-        kw = dict(stride=s.stride, padding=s.padding, dilation=s.dilation, upcast=True)
-        with torch.enable_grad():
-            if s.kind == "separable":
-                y = reference.depthwise_separable_conv2d(x, *params, activation=s.activation,
-                                                         **kw)
-                names = ["grad_dw_weight", "grad_dw_bias", "grad_pw_weight", "grad_pw_bias"]
-            else:
-                y = reference.depthwise_conv2d(x, *params, **kw)
-                names = ["grad_weight", "grad_bias"][:len(params)]
-        out = {"y": y.detach()}
+        params = list(t.params())
+        kw = dict(stride=s.stride, padding=s.padding, dilation=s.dilation)
+        if s.kind == "separable":
+            fn = functools.partial(reference.depthwise_separable_conv2d,
+                                   activation=s.activation, **kw)
+            bound_fn = functools.partial(fn, bound=True)
+            names = ["grad_dw_weight", "grad_dw_bias", "grad_pw_weight", "grad_pw_bias"]
+        else:
+            if len(params) == 1:   # the bias gradient is judged even without a bias
+                params.append(torch.zeros(params[0].shape[0], dtype=params[0].dtype,
+                                          device=params[0].device))
+            fn = bound_fn = functools.partial(reference.depthwise_conv2d, **kw)
+            names = ["grad_weight", "grad_bias"]
+        expected = accuracy.expected(fn, [t.x[sl]] + params,
+                                     t.gy[sl] if self.need_grads else None, bound_fn)
+        out = {"y": expected[0]}
         if self.need_grads:
-            gy = t.gy[sl].to(torch.float64)
-            grads = torch.autograd.grad(y, [x] + params, gy)
-            out["grad_input"] = grads[0]
-            out.update(zip(names, grads[1:]))
-            if s.kind == "depthwise" and "grad_bias" not in out:
-                out["grad_bias"] = gy.sum((0, 2, 3))   # what the bias gradient would be
+            out["grad_input"] = expected[1]
+            out.update(zip(names, expected[2:]))
         return out
 
-    def _slices(self) -> Iterator[Tuple[slice, Dict[str, torch.Tensor]]]:
+    def _slices(self) -> Iterator[Tuple[slice, Dict[str, accuracy.Expected]]]:
         if self._cache:
             yield from self._cache
             return
@@ -132,22 +129,25 @@ class Reference:
                 self._cache.append((sl, part))
             yield sl, part
 
-    def compare(self, names: Sequence[str], outputs: Sequence[torch.Tensor]) -> Dict[str, Error]:
-        """Errors of ``outputs`` (named ``names``) against the reference."""
+    def compare(self, names: Sequence[str], outputs: Sequence[torch.Tensor],
+                dtype: torch.dtype, rounded: Optional[str] = None) -> Dict[str, Error]:
+        """Errors of ``outputs`` (named ``names``, results of ``dtype``) against the
+        reference."""
         if len(outputs) != len(names):
             raise ValueError(f"expected {len(names)} outputs ({', '.join(names)}), got "
                              f"{len(outputs)}")
         got = dict(zip(names, outputs))
-        stats = {name: _Stats() for name in names}
-        reduced: Dict[str, torch.Tensor] = {}
+        errors = {name: Error() for name in names}
+        reduced: Dict[str, accuracy.Expected] = {}
         for sl, part in self._slices():
             for name in names:
                 if name in BATCHED_OUTPUTS:
-                    stats[name].add(got[name][sl], part[name], name)
+                    errors[name].add(got[name][sl], part[name], dtype, rounded, name)
                 elif name not in self._reduced:   # weight gradients: summed over slices
-                    reduced[name] = part[name] + reduced[name] if name in reduced else part[name]
+                    reduced[name] = _sum(reduced[name], part[name]) if name in reduced \
+                        else part[name]
         self._reduced.update(reduced)
         for name in names:
             if name not in BATCHED_OUTPUTS:
-                stats[name].add(got[name], self._reduced[name], name)
-        return {name: st.error() for name, st in stats.items()}
+                errors[name].add(got[name], self._reduced[name], dtype, rounded, name)
+        return errors

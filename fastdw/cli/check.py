@@ -8,6 +8,7 @@ skipped. Exit code 1 if any check fails.
 """
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from typing import Callable, List, Tuple
@@ -73,24 +74,20 @@ def _depthwise_checks(bat: Battery, backend: str, device, dtypes) -> None:
     import torch
 
     import fastdw
-    from fastdw import reference
-    from ..benchmark.verify import TOLERANCES, relative_error
+    from fastdw import accuracy, reference
 
     def expect(got, want, dtype, what):
-        err = relative_error(got, want)
-        if not err.ok(TOLERANCES[dtype]):
-            raise AssertionError(f"{what}: rel err {err.rel_l2:.3g}, max elem err "
-                                 f"{err.max_rel:.3g}, {err.nonfinite} non-finite (tol "
-                                 f"{TOLERANCES[dtype]:g})")
-        return err.rel_l2
+        verdict = accuracy.compare(got, want, dtype)
+        if not verdict.ok:
+            raise AssertionError(verdict.message(what))
+        return verdict.worst
 
     def fwd_bwd(cfg, dtype):
         def check():
             (x, w, b), kw = _make(cfg, dtype, device)
-            x64, w64, b64 = (t.detach().to(torch.float64).requires_grad_() for t in (x, w, b))
-            ref = reference.depthwise_conv2d(x64, w64, b64, **kw)
-            gy = torch.randn_like(ref)
-            ref_g = torch.autograd.grad(ref, (x64, w64, b64), gy)
+            conv = lambda x_, w_, b_: reference.depthwise_conv2d(x_, w_, b_, **kw)  # noqa: E731
+            gy = torch.randn_like(conv(x, w, b), dtype=torch.float64).to(dtype)
+            ref, *ref_g = accuracy.expected(conv, [x, w, b], gy)
             worst = 0.0
             for layout in ("nchw", "channels_last"):
                 xs = x.contiguous(memory_format=torch.channels_last) if layout != "nchw" else x
@@ -104,7 +101,7 @@ def _depthwise_checks(bat: Battery, backend: str, device, dtypes) -> None:
                 for name, got, want in zip(("grad_input", "grad_weight", "grad_bias"), grads,
                                            ref_g):
                     worst = max(worst, expect(got, want, dtype, f"{layout} {name}"))
-            return f"worst rel err {worst:.2g}"
+            return f"worst error {worst:.2g}x its bound"
         return check
 
     for dtype in dtypes:
@@ -124,9 +121,9 @@ def _depthwise_checks(bat: Battery, backend: str, device, dtypes) -> None:
     def noncontiguous():
         (x, w, b), kw = _make(CONFIGS[0], torch.float32, device)
         xp = x.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)[:, :, 1:, ::2]
-        ref = reference.depthwise_conv2d(xp, w, b, upcast=True, **kw)
+        ref, = accuracy.expected(lambda *a: reference.depthwise_conv2d(*a, **kw), [xp, w, b])
         err = expect(fastdw.depthwise_conv2d(xp, w, b, **kw), ref, torch.float32, "strided view")
-        return f"rel err {err:.2g}"
+        return f"error {err:.2g}x its bound"
     bat.run(backend, "non-contiguous input view", noncontiguous)
 
     def empty_batch():
@@ -144,44 +141,47 @@ def _depthwise_checks(bat: Battery, backend: str, device, dtypes) -> None:
                 (x, w, b), kw = _make(cfg, torch.float32, device)
                 y_cuda = fastdw.depthwise_conv2d(x, w, b, **kw).cpu()
                 y_cpu = fastdw.depthwise_conv2d(x.cpu(), w.cpu(), b.cpu(), **kw)
-                worst = max(worst, expect(y_cuda, y_cpu.double(), torch.float32, _label(cfg)))
-            return f"worst rel diff {worst:.2g}"
+                # Each is within the bound of the float64 reference: twice the bound apart.
+                ref, = accuracy.expected(lambda *a: reference.depthwise_conv2d(*a, **kw),
+                                         [x.cpu(), w.cpu(), b.cpu()])
+                ref = accuracy.Expected(y_cpu.double(), 2 * ref.magnitude, ref.terms)
+                worst = max(worst, expect(y_cuda, ref, torch.float32, _label(cfg)))
+            return f"worst difference {worst:.2g}x the bound"
         bat.run(backend, "agrees with fastdw-cpu (fp32)", cross_device)
 
 
 def _separable_checks(bat: Battery, backend: str, device, dtypes) -> None:
     import torch
 
-    from fastdw import reference
+    from fastdw import accuracy, reference
     from fastdw.separable import depthwise_separable_conv2d
-    from ..benchmark.verify import TF32_TOLERANCE, TOLERANCES, relative_error
 
     cases = [((2, 8, 9, 11), 3, 1, 1, "relu6", 16), ((1, 12, 10, 10), 5, 2, 2, None, 7),
              ((1, 6, 8, 9), 3, 1, 1, "gelu", 5)]
     for dtype in dtypes:
-        tol = TF32_TOLERANCE if dtype == torch.float32 else TOLERANCES[dtype]
+        rounded = {torch.float32: "tf32" if device.type == "cuda" else None,
+                   torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype)
         for (n, c, h, w), k, s, p, act, co in cases:
             def check(n=n, c=c, h=h, w=w, k=k, s=s, p=p, act=act, co=co):
                 g = torch.Generator().manual_seed(1)
                 # Rounded to the dtype first: the reference sees exactly the kernel's inputs.
                 ts = [torch.randn(*sz, generator=g, dtype=torch.float64).to(dtype) for sz in
                       ((n, c, h, w), (c, 1, k, k), (c,), (co, c, 1, 1), (co,))]
-                ts64 = [t.to(torch.float64).requires_grad_() for t in ts]
-                ref = reference.depthwise_separable_conv2d(*ts64, stride=s, padding=p,
-                                                           activation=act)
-                gy = torch.randn_like(ref)
-                ref_g = torch.autograd.grad(ref, ts64, gy)
+                fn = functools.partial(reference.depthwise_separable_conv2d, stride=s,
+                                       padding=p, activation=act)
+                gy = torch.randn_like(fn(*ts).to(torch.float64))
+                expected = accuracy.expected(fn, ts, gy, functools.partial(fn, bound=True))
                 args = [t.detach().to(device, dtype).requires_grad_() for t in ts]
                 y = depthwise_separable_conv2d(*args, stride=s, padding=p, activation=act)
                 grads = torch.autograd.grad(y, args, gy.to(device, dtype))
                 worst = 0.0
                 for what, got, want in zip(("y", "gx", "g_dw_w", "g_dw_b", "g_pw_w", "g_pw_b"),
-                                           (y,) + grads, (ref,) + ref_g):
-                    err = relative_error(got, want.to(device))
-                    if not err.ok(tol):
-                        raise AssertionError(f"{what}: rel err {err.rel_l2:.3g} (tol {tol:g})")
-                    worst = max(worst, err.rel_l2)
-                return f"worst rel err {worst:.2g}"
+                                           (y,) + grads, expected):
+                    verdict = accuracy.compare(got.cpu(), want, dtype, rounded)
+                    if not verdict.ok:
+                        raise AssertionError(verdict.message(what))
+                    worst = max(worst, verdict.worst)
+                return f"worst error {worst:.2g}x its bound"
             bat.run(backend, f"fwd+bwd {str(dtype)[6:]} {n}x{c}x{h}x{w} k{k} s{s} -> {co} {act}",
                     check)
 

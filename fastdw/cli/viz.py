@@ -91,7 +91,7 @@ def features(img, channels_out: int = 64, seed: int = 0):
 
     import fastdw
     from fastdw import reference
-    from ..benchmark.verify import relative_error
+    from .. import accuracy
 
     # Replicate the border instead of zero padding, so the image's edge is not an "edge".
     x = torch.nn.functional.pad(img[None].float(), (1, 1, 1, 1), mode="replicate")
@@ -106,13 +106,14 @@ def features(img, channels_out: int = 64, seed: int = 0):
         how = f"fastdw.depthwise_separable_conv2d ({backend_for(x, dw)[0]})"
     except ImportError:
         out = torch.nn.functional.conv2d(mid, pw)
-    ref = reference.depthwise_separable_conv2d(x, dw, None, pw, None, padding=0, upcast=True)
-    for name, got, want in (("depthwise", mid, reference.depthwise_conv2d(
-            x, dw, None, padding=0, upcast=True)), ("pointwise", out, ref)):
-        err = relative_error(got, want)
-        if not err.ok(1e-4):
-            raise RuntimeError(f"{name} output differs from fastdw.reference: rel err "
-                               f"{err.rel_l2:.3g}")
+    for name, got, fn, inputs in (
+            ("depthwise", mid, lambda x_, w_: reference.depthwise_conv2d(x_, w_, padding=0),
+             [x, dw]),
+            ("pointwise", out, lambda x_, w_, p_: reference.depthwise_separable_conv2d(
+                x_, w_, None, p_, None, padding=0), [x, dw, pw])):
+        verdict = accuracy.compare(got, accuracy.expected(fn, inputs)[0])
+        if not verdict.ok:
+            raise RuntimeError(verdict.message(f"{name} output vs fastdw.reference"))
     maps = [x[0].mean(0), mid[0].abs().mean(0), out[0].mean(0)]
     return [m.detach().numpy() for m in maps], how
 

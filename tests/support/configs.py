@@ -8,6 +8,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+import fastdw.geometry
+
 
 @dataclasses.dataclass(frozen=True)
 class Conv:
@@ -43,6 +45,11 @@ class Conv:
             if t is not None:
                 t.requires_grad_(requires_grad)
         return x, w, b
+
+    @property
+    def out_shape(self):
+        return (self.n, self.c * self.m, *fastdw.geometry.output_hw(
+            (self.h, self.w), (self.kh, self.kw), self.stride, self.padding, self.dilation))
 
     @property
     def conv_args(self):

@@ -208,14 +208,12 @@ def check_values(impl: Impl, case: Case, dtype: torch.dtype, device="cpu",
     assert out.dtype == dtype, f"{what}: output dtype {out.dtype}"
     assert_close_to_reference(out, out64, dtype, f"{what} output")
     assert_same_layout(out, same_dtype_out, f"{what} output")
-    terms = max(1.0, (out64.numel() / max(1, out64.shape[-3])) ** 0.5)
     for name, got, exp, exp_dtype in zip(("grad_input", "grad_weight", "grad_bias"), grads,
                                          grads64, same_dtype_grads):
         if exp is None:
             assert got is None, f"{what}: {name} should be None"
             continue
-        scale = None if name == "grad_input" else max(1.0, exp.abs().max().item(), terms)
-        assert_close_to_reference(got, exp, dtype, f"{what} {name}", scale)
+        assert_close_to_reference(got, exp, dtype, f"{what} {name}")
         assert_same_layout(got, exp_dtype, f"{what} {name}")
 
 
@@ -369,8 +367,7 @@ def layout_matrix(impl: Impl, input_shape, weight_shape, dtype=torch.float32, de
         for name, got, exp in (("output", out, ref), ("grad_input", grads[0], ref_grads[0]),
                                ("grad_weight", grads[1], ref_grads[1])):
             assert_same_layout(got, exp, f"{what}: {name}")
-            assert_close_to_reference(got, exp.double(), dtype, f"{what}: {name}",
-                                      max(1.0, exp.abs().max().item()) * 4)
+            assert_close_to_reference(got, exp.double(), dtype, f"{what}: {name}")
 
 
 # ---- non-finite values --------------------------------------------------------------------
@@ -428,9 +425,7 @@ def check_nonfinite(impl: Impl, case: Case, dtype: torch.dtype, where: str, layo
         finite = _categories(exp) == 0
         assert_close_to_reference(torch.where(finite, got.detach().double(), 0.0),
                                   torch.where(finite, exp.detach(), 0.0), dtype,
-                                  f"{what}: {name} (finite part)",
-                                  max(1.0, exp.detach()[finite].abs().max().item()
-                                      if finite.any() else 1.0) * 4)
+                                  f"{what}: {name} (finite part)")
 
 
 # The NaN/Inf cases (tests/test_parity_nonfinite.py and its per-ISA child processes).

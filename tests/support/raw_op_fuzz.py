@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import fastdw  # noqa: F401  (registers torch.ops.fastdw)
+from fastdw import accuracy
 
 ops = torch.ops.fastdw
 FLOAT = ["float64", "float32", "bfloat16", "float16"]
@@ -207,11 +208,9 @@ def run_case(case, stats):
             return f"shape {tuple(got.shape)} != ATen's {tuple(exp.shape)}"
         if got.dtype != tensors[0].dtype:
             return f"dtype {got.dtype} != {tensors[0].dtype}"
-        tol = 1e-9 if got.dtype == torch.float64 else 3e-2
-        scale = 1.0 + (exp.abs().max().item() if exp.numel() else 0.0)
-        err = (got.double() - exp).abs()
-        if err.numel() and not (err.max().item() <= tol * scale):
-            return f"values off by {err.max().item():.3g} (scale {scale:.3g})"
+        verdict = accuracy.compare(got, accuracy.Expected.of_size(exp.double()))
+        if not verdict.ok:
+            return verdict.message("values")
     return None
 
 

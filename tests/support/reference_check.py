@@ -7,57 +7,39 @@ from typing import Optional
 import torch
 
 import fastdw
-from fastdw import reference
+from fastdw import accuracy, reference
+from fastdw.accuracy import Expected
 
-# Per-dtype tolerances vs the float64 reference (fp32 accumulation for half types).
-TOLERANCES = {
-    torch.float64: dict(rtol=1e-10, atol=1e-10),
-    torch.float32: dict(rtol=1e-5, atol=1e-5),
-    torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
-    torch.float16: dict(rtol=1e-2, atol=1e-2),
-}
+def assert_matches(actual: torch.Tensor, expected: Expected, dtype, what: str,
+                   rounded_to: Optional[str] = None):
+    """``actual`` within fastdw.accuracy's error bound of ``expected`` (NaN fails, except where
+    the reference is NaN), else an AssertionError naming the first element off."""
+    assert actual.shape == expected.value.shape, (
+        f"{what}: shape {tuple(actual.shape)} != {tuple(expected.value.shape)}")
+    verdict = accuracy.compare(actual.detach().cpu(), expected, dtype, rounded_to)
+    if not verdict.ok:
+        raise AssertionError(verdict.message(what))
 
 
 def assert_close_to_reference(actual: torch.Tensor, expected64: torch.Tensor, dtype, what: str,
-                              scale: Optional[float] = None):
-    """Compares against a float64 reference; tolerances scale with the reference's magnitude
-    (a sum of many terms carries error proportional to its size) and print the worst element."""
-    tol = TOLERANCES[dtype]
-    expected = expected64.to(torch.float64)
-    actual = actual.detach().to(torch.float64).cpu()
-    expected = expected.detach().cpu()
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    if scale is None:
-        scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    err = (actual - expected).abs()
-    assert_within(actual, expected, tol["atol"] * scale + tol["rtol"] * expected.abs(), what,
-                  f"max abs err {err.max().item():.3g} (scale {scale:.3g}, {dtype})")
+                              terms: float = accuracy.STATED_TERMS, rounded_to: Optional[str] = None):
+    """The same rule where only the float64 value is at hand: magnitude ``max(1, max |ref|)``,
+    ``terms`` products per element (fastdw.accuracy.Expected.of_size)."""
+    assert_matches(actual, accuracy.Expected.of_size(expected64.detach().cpu(), terms), dtype,
+                   what, rounded_to)
 
 
-def assert_within(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor, what: str,
-                  detail: str):
-    """|actual - expected| <= bound for every element (float64 CPU tensors; NaN fails), else
-    an AssertionError with the count, the first element off and ``detail``."""
-    bad = ~((actual - expected).abs() <= bound)
-    if bad.any():
-        idx = tuple(int(i) for i in torch.nonzero(bad)[0])
-        raise AssertionError(
-            f"{what}: {int(bad.sum())} of {bad.numel()} elements off; first at {idx}: "
-            f"got {actual[idx].item()!r}, expected {expected[idx].item()!r}, bound "
-            f"{bound[idx].item():.3g}; {detail}")
+def depthwise_expected(x, w, b, grad_output, stride, padding, dilation):
+    """fastdw.accuracy expectations of (output, grad_input, grad_weight, grad_bias) of a
+    depthwise conv for ``grad_output`` (all on the CPU, float64); the bias gradient is there
+    even when ``b`` is None (as the raw backward-weight op returns it)."""
+    bias = torch.zeros(w.shape[0], dtype=torch.float64) if b is None else b.detach().cpu()
 
+    def conv(x, w, b):
+        return reference.depthwise_conv2d(x, w, b, stride, padding, dilation)
 
-def assert_gradients_close(grads, grads64, dtype, out_shape, batch: int, what: str):
-    """(grad_input, grad_weight, grad_bias or None) against their float64 references. A weight
-    or bias gradient sums N*OH*OW terms: its tolerance scales with that length."""
-    (gx, gw, gb), (rx, rw, rb) = grads, grads64
-    assert_close_to_reference(gx, rx, dtype, f"{what} grad_input")
-    terms = (batch * out_shape[2] * out_shape[3]) ** 0.5
-    assert_close_to_reference(gw, rw, dtype, f"{what} grad_weight",
-                              max(1.0, rw.abs().max().item(), terms))
-    if gb is not None:
-        assert_close_to_reference(gb, rb, dtype, f"{what} grad_bias",
-                                  max(1.0, rb.abs().max().item(), terms))
+    return accuracy.expected(conv, [x.detach().cpu(), w.detach().cpu(), bias],
+                             None if grad_output is None else grad_output.detach().cpu())
 
 
 def as_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
@@ -78,8 +60,9 @@ def check_against_reference(cfg, dtype, layout: str, device: str = "cpu"):
     output values and strides, then every gradient (for a grad_output rounded to ``dtype``, so
     both see the same values), after poisoning the allocator."""
     x, w, b = cfg.make(dtype=dtype, channels_last=(layout == "channels_last"), requires_grad=True)
-    x64, w64, b64 = (None if t is None else t.detach().double().requires_grad_() for t in (x, w, b))
-    ref = reference.depthwise_conv2d(x64, w64, b64, **cfg.conv_args)
+    grad = torch.randn(cfg.out_shape, dtype=torch.float64).to(dtype)
+    expected = depthwise_expected(x, w, b, grad, **cfg.conv_args)
+    ref = expected[0].value
     xd, wd, bd = (None if t is None else t.detach().to(device).requires_grad_()
                   for t in (x, w, b))
     poison_allocator(ref.shape, x.shape, w.shape, dtype=dtype, device=device)
@@ -87,10 +70,10 @@ def check_against_reference(cfg, dtype, layout: str, device: str = "cpu"):
     assert out.dtype == dtype and out.device.type == device
     assert out.stride() == ref.stride(), (
         f"{cfg} {layout}: output strides {out.stride()} differ from F.conv2d's {ref.stride()}")
-    assert_close_to_reference(out, ref, dtype, f"{cfg} {layout} forward")
-    grad = torch.randn(ref.shape, dtype=torch.float64).to(dtype)
-    ref.backward(grad.double())
+    what = f"{cfg} {layout}"
+    assert_matches(out, expected[0], dtype, f"{what} forward")
     out.backward(as_layout(grad, layout).to(device))
-    assert_gradients_close((xd.grad, wd.grad, None if b is None else bd.grad),
-                           (x64.grad, w64.grad, None if b is None else b64.grad),
-                           dtype, ref.shape, cfg.n, f"{cfg} {layout}")
+    for name, got, exp in zip(("grad_input", "grad_weight", "grad_bias"),
+                              (xd.grad, wd.grad, None if b is None else bd.grad), expected[1:]):
+        if got is not None:
+            assert_matches(got, exp, dtype, f"{what} {name}")
