@@ -17,8 +17,14 @@ $(VENV)/.requirements-installed: requirements.txt
 
 venv: $(VENV)/.requirements-installed
 
-build: venv
+# The editable install rebuilds every kernel (minutes): only when a C++/CUDA source or the
+# build script changed since the last build (`make clean` forces one). Python files are live.
+NATIVE_SOURCES := $(shell find csrc -type f) setup.py
+$(VENV)/.fastdw-built: $(VENV)/.requirements-installed $(NATIVE_SOURCES)
 	$(PY) -m pip install --no-build-isolation --use-pep517 --no-deps -e .
+	touch $@
+
+build: $(VENV)/.fastdw-built
 	@$(PY) -c "import fastdw, fastdw._C as c; print('fastdw built:', sorted(fastdw.available_backends()), '| CPU kernels:', c.cpu_isa())"
 
 test: build
@@ -31,4 +37,4 @@ bench: build
 	$(PY) -m fastdw bench
 
 clean:
-	rm -rf build *.egg-info fastdw/_C*.so
+	rm -rf build *.egg-info fastdw/_C*.so $(VENV)/.fastdw-built
