@@ -65,10 +65,12 @@ constexpr const char* kMaterialisesPadding =
 // Rules are tried in order; the first whose condition holds and whose kernel applies
 // (unsupported() == nullptr) decides. The last rule of each pass always applies. Ratios are
 // in-process A/B medians (bench/cpu_routes_ab.py) on the MobileNetV2, EfficientNet-B0 and
-// ConvNeXt-T depthwise layers at N = 1 and 8, taken on the 2-vCPU AMD EPYC (Zen 4) whose
-// benchmark runs are bench/results/cpu-amd-epyc-zen4-2core_2026-11-28_*. They have not been
-// re-derived on an Intel CPU yet (no committed Intel results): on another CPU, tune (benchmark
-// mode, python -m fastdw tune) rather than trust them.
+// ConvNeXt-T depthwise layers at N = 1 and 8 on two 2-vCPU machines: an AMD EPYC (Zen 4,
+// bench/results/cpu-amd-epyc-zen4-2core_2026-11-28_*) and an Intel Xeon (Emerald Rapids,
+// bench/results/cpu-intel-xeon-emerald-rapids-2core_2026-11-30_*). Where the two disagree (the
+// channels_last forward and weight gradient) the rule keys on amd(); any other CPU takes
+// the Intel choice. On a CPU that is neither, tune (benchmark mode, python -m fastdw tune)
+// rather than trust them.
 struct Rule {
   Pass pass;
   Kernel kernel;
@@ -87,28 +89,48 @@ bool windows_win(const Problem& q) {
          (q.p.stride_w == 1 && q.p.in_channels >= 64 && q.p.out_w >= 14);
 }
 
+// Whether this is an AMD CPU: where the two CPUs the rules were measured on disagree, they key
+// on it.
+bool amd(const Problem&) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const bool is_amd = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd") != 0;
+  }();
+  return is_amd;
+#else
+  return false;
+#endif
+}
+
 const Rule kRules[] = {
     // ---- forward
     {Pass::fwd, Kernel::nhwc_windows,
-     [](const Problem& q) { return cl(q) && q.dtype == Dtype::kFloat && windows_win(q); },
-     "channels_last float32, stride 1, >= 64 channels, rows of >= 14: the in-place sliding "
-     "windows (Zen 4: 1.1-1.6x over nhwc_tiles)"},
+     [](const Problem& q) {
+       return amd(q) && cl(q) && q.dtype == Dtype::kFloat && windows_win(q);
+     },
+     "AMD, channels_last float32, stride 1, >= 64 channels, rows of >= 14: the in-place sliding "
+     "windows (Zen 4: 1.1-1.6x over nhwc_tiles; Emerald Rapids: 0.7-0.95x, hence AMD only)"},
     {Pass::fwd, Kernel::nhwc_tiles,
      [](const Problem& q) { return cl(q) && q.dtype == Dtype::kFloat; },
      "channels_last float32: the in-place tiles (Zen 4: 1.1-1.9x over channel_blocks and "
-     "nhwc_pixels on every layer they fit)"},
+     "nhwc_pixels on every layer they fit; Emerald Rapids: the fastest kernel on 40 of 44 "
+     "layers, 1.05-1.6x over nhwc_windows)"},
     {Pass::fwd, Kernel::nhwc_windows,
      [](const Problem& q) {
-       return cl(q) && half_type(q.dtype) && q.p.batch * out_plane(q.p) < 8 * 14 * 14;
+       return cl(q) && half_type(q.dtype) &&
+              (amd(q) ? q.p.batch * out_plane(q.p) < 8 * 14 * 14 : q.p.stride_w >= 2);
      },
-     "channels_last bfloat16/float16, small layers (N * output plane < 8 * 14 * 14): the "
-     "in-place sliding windows (Zen 4: 1.0-1.3x over channel_blocks)"},
+     "channels_last bfloat16/float16: on AMD small layers (N * output plane < 8 * 14 * 14; Zen "
+     "4: 1.0-1.3x over channel_blocks), elsewhere stride >= 2 (Emerald Rapids: 1.0-1.3x over "
+     "channel_blocks): the in-place sliding windows"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
        return cl(q) && (q.p.taps() >= 25 || (half_type(q.dtype) && q.p.stride_w == 1));
      },
      "channels_last, 5x5 taps and more, or bfloat16/float16 with stride 1: rows converted once "
-     "(Zen 4: 1.0-1.4x over nhwc_pixels)"},
+     "(Zen 4: 1.0-1.4x over nhwc_pixels; Emerald Rapids bfloat16 stride 1: the fastest of "
+     "fastdw's kernels on 25 of 30 layers, up to 1.4x over nhwc_windows)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) { return !cl(q) && q.p.stride_w >= 2 && out_plane(q.p) <= 28 * 28; },
      "NCHW, stride >= 2, output planes up to 28x28 (Zen 4: 1.3-2.7x over nchw_planes)"},
@@ -145,9 +167,12 @@ const Rule kRules[] = {
      "channels_last gather over in-bounds taps (any geometry, any weights)"},
 
     // ---- backward-weight
-    {Pass::bwd_weight, Kernel::channel_blocks, cl,
-     "channels_last: per-item partial sums over rows converted once (Zen 4: 1.1-4.9x over "
+    {Pass::bwd_weight, Kernel::channel_blocks, [](const Problem& q) { return amd(q) && cl(q); },
+     "AMD, channels_last: per-item partial sums over rows converted once (Zen 4: 1.1-4.9x over "
      "nhwc_pixels)"},
+    {Pass::bwd_weight, Kernel::nhwc_pixels, cl,
+     "channels_last: per-row-chunk partial sums (Emerald Rapids: 1.1-1.9x over channel_blocks "
+     "on 40 of 44 float32 layers, 1.1-1.5x in bfloat16)"},
     {Pass::bwd_weight, Kernel::channel_blocks,
      [](const Problem& q) {
        return q.p.stride_h * q.p.stride_w > 1 || q.p.taps() >= 25 ||
