@@ -6,8 +6,8 @@
 Kernel benchmarks (``python -m fastdw bench --json``) get a summary grid (geomean speedup over
 PyTorch per dtype, layout and pass, the worst case, cases below 1x) and their full table
 (fastdw.benchmark.report's); end-to-end files (a JSON list of {model, mode, provider,
-memory_format, median_ms, speedup}, from bench/e2e_*.py) get one line per measurement. Newest
-files first.
+memory_format, median_ms, speedup}, from bench/e2e_*.py, or bench/e2e_timm.py's dict of rows and
+geomeans) get one line per measurement. Newest files first.
 """
 from __future__ import annotations
 
@@ -88,6 +88,12 @@ def render() -> str:
             out += _kernel_section(path, data)
         elif isinstance(data, list) and data and {"model", "provider", "speedup"} <= set(data[0]):
             out += _e2e_section(path, data)
+        elif isinstance(data, dict) and {"rows", "summary"} <= set(data):   # bench/e2e_timm.py
+            out += _e2e_section(path, data["rows"])[:-1] + [
+                "", f"{data.get('cpu', '')}, {data.get('threads', '')} threads; geomean over "
+                "the rows of each provider:", ""] + [
+                f"- {k}: {v['geomean']:.2f}x over {v['n']}, worst {v['min']:.2f}x"
+                for k, v in data["summary"].items()] + [""]
     return "\n".join(out).rstrip() + "\n"
 
 
