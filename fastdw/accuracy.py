@@ -58,12 +58,9 @@ def gamma(terms: Union[torch.Tensor, float], dtype: torch.dtype) -> Union[torch.
     """``min(n u / (1 - n u), LAMBDA sqrt(n) u)`` for sums of ``terms`` products accumulated in
     ``accumulation_dtype(dtype)`` (elementwise for a tensor of lengths)."""
     u = unit_roundoff(accumulation_dtype(dtype))
-    if isinstance(terms, torch.Tensor):
-        n = terms.to(torch.float64).clamp_min(1.0)
-        worst = n * u / (1 - n * u).clamp_min(1e-300)
-        return torch.minimum(worst, LAMBDA * n.sqrt() * u)
-    n = max(float(terms), 1.0)
-    return min(n * u / max(1 - n * u, 1e-300), LAMBDA * math.sqrt(n) * u)
+    n = torch.as_tensor(terms, dtype=torch.float64).clamp_min(1.0)
+    bound = torch.minimum(n * u / (1 - n * u).clamp_min(1e-300), LAMBDA * n.sqrt() * u)
+    return bound if isinstance(terms, torch.Tensor) else bound.item()
 
 
 @dataclasses.dataclass
@@ -103,8 +100,10 @@ def allowed_error(expected: Expected, dtype: torch.dtype,
 @dataclasses.dataclass
 class Verdict:
     """The outcome of comparing a result with its reference."""
-    worst: float          # max |actual - ref| / allowed over finite elements (<= 1 passes)
-    rel_l2: float         # ||actual - ref|| / ||ref|| over finite elements (for reports)
+    worst: float          # max |actual - ref| / allowed (<= 1 passes; inf for a non-finite
+                          # element where the reference differs)
+    diff_norm: float      # ||actual - ref|| over the reference's finite elements
+    ref_norm: float       # ||ref|| over the same
     off: int              # elements beyond their bound (or non-finite where ref is not)
     numel: int
     first: Optional[Tuple[int, ...]] = None
@@ -113,6 +112,11 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return self.off == 0
+
+    @property
+    def rel_l2(self) -> float:
+        """||actual - ref|| / ||ref|| (for reports)."""
+        return self.diff_norm / self.ref_norm if self.ref_norm > 0 else self.diff_norm
 
     def message(self, what: str) -> str:
         return (f"{what}: {self.off} of {self.numel} elements beyond the error bound of "
@@ -138,12 +142,13 @@ def compare(actual: torch.Tensor, expected: Expected, dtype: Optional[torch.dtyp
     finite = torch.isfinite(want)
     same_special = (got == want) | (torch.isnan(got) & torch.isnan(want))
     bad = torch.where(finite, ~(err <= bound), ~same_special)
-    ratio = torch.where(finite & torch.isfinite(err), err / bound, torch.zeros_like(err))
+    measurable = finite & torch.isfinite(err)
+    ratio = torch.where(measurable, err / bound,
+                        torch.where(bad, math.inf, 0.0).to(torch.float64))
     diff = torch.where(finite, got - want, torch.zeros_like(got)).nan_to_num(0.0, 0.0, 0.0)
-    ref_norm = float(torch.linalg.vector_norm(torch.where(finite, want, 0.0)))
-    diff_norm = float(torch.linalg.vector_norm(diff))
     verdict = Verdict(worst=float(ratio.max()) if ratio.numel() else 0.0,
-                      rel_l2=diff_norm / ref_norm if ref_norm > 0 else diff_norm,
+                      diff_norm=float(torch.linalg.vector_norm(diff)),
+                      ref_norm=float(torch.linalg.vector_norm(torch.where(finite, want, 0.0))),
                       off=int(bad.sum()), numel=bad.numel())
     if verdict.off:
         idx = tuple(int(i) for i in torch.nonzero(bad)[0])

@@ -91,7 +91,10 @@ def test_non_finite_elements_must_match_exactly():
     for wrong in ([1.0, 0.0, float("inf"), -float("inf")],
                   [1.0, float("nan"), -float("inf"), -float("inf")],
                   [float("nan"), float("nan"), float("inf"), -float("inf")]):
-        assert accuracy.compare(torch.tensor(wrong), expected).off == 1
+        verdict = accuracy.compare(torch.tensor(wrong), expected)
+        # The worst ratio is infinite too: a caller that allows a multiple of the bound (the
+        # benchmark, against PyTorch's own error) must still fail a non-finite mismatch.
+        assert verdict.off == 1 and verdict.worst == math.inf
 
 
 def test_separable_bound_replaces_the_activation_by_its_lipschitz_constant():
@@ -108,3 +111,13 @@ def test_separable_bound_replaces_the_activation_by_its_lipschitz_constant():
         assert (r.magnitude >= r.value.abs() - 1e-12).all()
     with pytest.raises(ValueError):
         reference.depthwise_separable_conv2d(*args, activation="tanh", bound=True)
+
+
+def test_benchmark_fails_a_nan_even_against_a_multiple_of_the_bound():
+    """The benchmark accepts up to twice PyTorch's own error over the bound; a NaN where the
+    reference is finite must fail whatever the multiple."""
+    from fastdw.benchmark.verify import relative_error
+    value = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    expected = accuracy.Expected(value, torch.ones(2, dtype=torch.float64), 1)
+    assert relative_error(value.float(), expected).ok()
+    assert not relative_error(torch.tensor([1.0, float("nan")]), expected).ok(1e6)

@@ -51,18 +51,16 @@ class Error:
 
     def add(self, actual: torch.Tensor, expected: accuracy.Expected, dtype: torch.dtype,
             rounded: Optional[str], what: str):
-        if actual.shape != expected.value.shape:
-            raise ValueError(f"{what}: shape {tuple(actual.shape)}, expected "
-                             f"{tuple(expected.value.shape)}")
-        v = accuracy.compare(actual, expected, dtype, rounded)
-        self.worst = max(self.worst, v.worst if v.off == 0 or math.isfinite(v.worst) else math.inf)
+        try:
+            v = accuracy.compare(actual, expected, dtype, rounded)
+        except ValueError as e:   # a shape mismatch: name the output
+            raise ValueError(f"{what}: {e}") from None
+        self.worst = max(self.worst, v.worst)
         if v.off and not self.detail:
             self.detail = v.detail
         self.off += v.off
-        ref_norm2 = float(torch.linalg.vector_norm(
-            expected.value.nan_to_num(0.0, 0.0, 0.0))) ** 2
-        self.ref2 += ref_norm2
-        self.diff2 += (v.rel_l2 ** 2) * ref_norm2 if ref_norm2 > 0 else v.rel_l2 ** 2
+        self.diff2 += v.diff_norm ** 2
+        self.ref2 += v.ref_norm ** 2
 
 
 def relative_error(actual: torch.Tensor, expected: accuracy.Expected,
