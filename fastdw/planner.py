@@ -16,8 +16,8 @@ How the choice is made, first match wins:
 1. forced: ``FASTDW_CPU_KERNEL=<name>`` in the environment (read once at import) or
    ``with fastdw.planner.force(kernel=...)``: that kernel wherever it applies (the rules where it
    does not, with a note). ``kernel="fastdw"`` keeps the choice but never picks ``aten``.
-   ``FASTDW_CPU_ISA`` / ``force(isa=...)`` picks the ISA copy (generic, avx2, avx512; lowered to
-   what the CPU runs).
+   ``FASTDW_CPU_ISA`` / ``force(isa=...)`` picks the ISA copy (generic, avx2, avx512,
+   avx512_bf16; lowered to what the CPU runs).
 2. measured: plans from a plan file (``python -m fastdw tune``, loaded when fastdw is
    imported; see
    ``plan_file()``) and, with benchmark mode on (``fastdw.backends.cpu.benchmark = True`` or

@@ -59,6 +59,10 @@ DIRECT_CONFIGS = [
     Conv(1, 80, 6, 17),
     Conv(2, 64, 5, 20, kh=5, kw=5, padding=(2, 2)),
     Conv(1, 72, 4, 30, kh=7, kw=7, padding=(3, 3)),                    # 4 + 0 + 1 + 8-lane tail
+    # bfloat16 in pairs of kernel rows (the avx512_bf16 copy, stride 2): 8-pixel windows, the
+    # top and bottom borders starting and ending the pairs at odd and even rows.
+    Conv(2, 32, 11, 37, kh=5, kw=5, padding=(2, 2), stride=(2, 2)),
+    Conv(1, 16, 8, 21, kh=3, kw=3, padding=(1, 1), stride=(2, 2)),
 ]
 
 # nhwc_pixels' weight gradient has register tiles for the shapes nhwc_tiles takes.
@@ -70,7 +74,7 @@ def _isas():
     return [name for name, ok in planner.isas().items() if ok]
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", list(planner.isas()))
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kernel", list(KERNEL_CONFIGS))
 def test_kernel_configs_every_isa_copy(kernel, layout, isa):

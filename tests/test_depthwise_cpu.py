@@ -211,7 +211,7 @@ def test_random_configs(cfg, layout, dtype):
 
 def test_isa_reported():
     from fastdw import _C
-    assert _C.cpu_isa() in ("avx512", "avx2", "generic")
+    assert _C.cpu_isa() in fastdw.planner.isas()
 
 
 def test_generic_isa_copy_matches_reference():

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import fastdw
+from fastdw import planner
 from tests.support.child import child_env, run_python
 from tests.support.parity import (CPU_ROUTES as ROUTES, LAYOUTS, NONFINITE_CASES,
                                   assert_same_nonfinite, check_nonfinite,
@@ -82,7 +83,7 @@ def test_every_route(case, dtype, layout, where, route, monkeypatch):
 
 @pytest.mark.subprocess
 @pytest.mark.slow
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", list(planner.isas()))
 def test_every_isa_build(isa):
     """Each instruction-set copy of the kernels (chosen once per process: a subprocess each),
     in float32 and bfloat16 (the vector paths; float64 and float16 share their code), with the

@@ -31,7 +31,7 @@ def test_kernels_and_isas_are_listed():
                                       "channel_blocks"} <= set(ks)
     assert all(ks.values())
     isas = planner.isas()
-    assert list(isas) == ["generic", "avx2", "avx512"] and isas["generic"]
+    assert list(isas) == ["generic", "avx2", "avx512", "avx512_bf16"] and isas["generic"]
     assert fastdw.backends.cpu.isa in [k for k, ok in isas.items() if ok]
 
 

@@ -128,7 +128,7 @@ def test_every_kernel(kernel, layout):
                     check(case, dtype, where, layout)
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", list(planner.isas()))
 def test_every_isa_copy(isa):
     if not planner.isas()[isa]:
         pytest.skip(f"this CPU cannot run the {isa} copy")

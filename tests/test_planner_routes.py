@@ -142,7 +142,7 @@ def test_forced_kernel_same_bits_for_any_thread_count(kernel, layout):
             assert torch.equal(a, b_)
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", list(planner.isas()))
 def test_every_isa_copy_on_the_shared_configs(isa):
     """Every fastdw kernel's copy for `isa`, forced in-process, over the shared configs in
     float32 and bfloat16 (the float64 paths go through the same source)."""

@@ -10,7 +10,8 @@
 #define FASTDW_CPU_ISAS(X)                  \
   X(generic, "baseline x86-64 (SSE2)")      \
   X(avx2, "AVX2, FMA, F16C")                \
-  X(avx512, "AVX-512 F/BW/VL/DQ, AVX2, FMA, F16C")
+  X(avx512, "AVX-512 F/BW/VL/DQ, AVX2, FMA, F16C")     \
+  X(avx512_bf16, "AVX-512 F/BW/VL/DQ and AVX512_BF16, AVX2, FMA, F16C")
 
 namespace fastdw {
 namespace cpu {
@@ -47,8 +48,10 @@ inline bool isa_supported(Isa isa) {
     case Isa::generic: return true;
     case Isa::avx2: return avx2;
     case Isa::avx512:
+    case Isa::avx512_bf16:
       return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             (isa == Isa::avx512 || __builtin_cpu_supports("avx512bf16"));
   }
   return false;
 #else
@@ -74,10 +77,13 @@ inline Isa best_isa() {
 #define FASTDW_TARGET_avx2 __attribute__((target("avx2,fma,f16c")))
 #define FASTDW_TARGET_avx512 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define FASTDW_TARGET_avx512_bf16 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
 #define FASTDW_X86 1
 #else
 #define FASTDW_TARGET_generic
 #define FASTDW_TARGET_avx2
 #define FASTDW_TARGET_avx512
+#define FASTDW_TARGET_avx512_bf16
 #define FASTDW_X86 0
 #endif

@@ -201,13 +201,20 @@ int env_kernel() {
                                 " names no CPU kernel");
   return int(k);
 }
+// "generic, avx2, ...": the ISA copies, for messages.
+std::string isa_names() {
+  std::string names;
+  for (int i = 0; i < kIsaCount; ++i) names += (i ? ", " : "") + std::string(isa_name(Isa(i)));
+  return names;
+}
+
 int env_isa() {
   const char* env = std::getenv("FASTDW_CPU_ISA");
   Isa isa;
   if (!env || !*env) return kNoIsa;
   if (!isa_from_name(env, &isa))
     throw std::invalid_argument(std::string("fastdw: FASTDW_CPU_ISA=") + env +
-                                " names no ISA copy (generic, avx2, avx512)");
+                                " names no ISA copy (" + isa_names() + ")");
   return int(isa);
 }
 
@@ -510,7 +517,7 @@ void set_forced_isa(const std::string& name) {
   if (name.empty()) return forced_isa_state().store(kNoIsa);
   if (!isa_from_name(name, &isa))
     throw std::invalid_argument("fastdw: no ISA copy named '" + name +
-                                "' (generic, avx2, avx512)");
+                                "' (" + isa_names() + ")");
   forced_isa_state().store(int(isa));
 }
 
