@@ -3,7 +3,9 @@ shapes that exercise it, in every ISA copy this CPU runs: channel_blocks (csrc/c
 forward_blocked.inc, backward_weight_blocked.inc: channel tails, several channel groups, strips,
 ring wrap-around with stride and dilation, NCHW rows narrower than a block) and nhwc_tiles
 (csrc/cpu/forward_nhwc.inc: tiles of 1, 2 and 4 channel blocks, row remainders, borders, rows
-too narrow for a tile). The padding-beyond-the-kernel shapes are also the regression test for a
+too narrow for a tile), and nchw_planes' stride-2 backward-input (csrc/cpu/
+backward_input_nchw.inc: interleaved phases, blocks of 4 vectors and the remainder, odd widths,
+both pad parities). The padding-beyond-the-kernel shapes are also the regression test for a
 lost grad_bias (rows no tap reaches). The shared config table runs through every kernel in
 tests/test_planner_routes.py."""
 import pytest
@@ -65,9 +67,23 @@ DIRECT_CONFIGS = [
     Conv(1, 16, 8, 21, kh=3, kw=3, padding=(1, 1), stride=(2, 2)),
 ]
 
+# nchw_planes' backward-input at stride 2 (dilation 1): rows of 2 x 4 vectors of phases and a
+# remainder, odd widths, even and odd horizontal padding, padding beyond the kernel, rectangular
+# kernels, multipliers, a plane narrower than one vector.
+STRIDE2_CONFIGS = [
+    Conv(1, 3, 9, 150, kh=3, kw=3, padding=(1, 1), stride=(2, 2)),
+    Conv(2, 2, 11, 133, kh=5, kw=5, padding=(2, 2), stride=(2, 2)),
+    Conv(1, 2, 10, 37, kh=7, kw=7, padding=(3, 3), stride=(2, 2)),
+    Conv(1, 3, 8, 21, kh=3, kw=3, padding=(0, 0), stride=(2, 2)),
+    Conv(1, 2, 7, 19, kh=3, kw=5, padding=(4, 3), stride=(2, 2)),
+    Conv(2, 2, 9, 70, kh=5, kw=3, padding=(1, 2), stride=(2, 2), m=2),
+    Conv(1, 4, 5, 3, kh=3, kw=3, padding=(1, 1), stride=(2, 2)),
+]
+
 # nhwc_pixels' weight gradient has register tiles for the shapes nhwc_tiles takes.
 KERNEL_CONFIGS = {"channel_blocks": BLOCKED_CONFIGS, "nhwc_tiles": DIRECT_CONFIGS,
-                  "nhwc_windows": DIRECT_CONFIGS, "nhwc_pixels": DIRECT_CONFIGS}
+                  "nhwc_windows": DIRECT_CONFIGS, "nhwc_pixels": DIRECT_CONFIGS,
+                  "nchw_planes": STRIDE2_CONFIGS}
 
 
 def _isas():

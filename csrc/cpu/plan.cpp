@@ -157,10 +157,15 @@ const Rule kRules[] = {
     // ---- backward-input (stride 1, multiplier 1: see flipped_forward in plan())
     {Pass::bwd_input, Kernel::nhwc_pixels,
      [](const Problem& q) {
-       return !cl(q) && q.p.stride_h * q.p.stride_w > 1 && out_plane(q.p) <= 28 * 28;
+       const bool stride2 = q.p.stride_h == 2 && q.p.stride_w == 2 && q.p.dilation_h == 1 &&
+                            q.p.dilation_w == 1;
+       return !cl(q) && q.p.stride_h * q.p.stride_w > 1 &&
+              out_plane(q.p) <= (stride2 ? 7 * 7 : 28 * 28);
      },
-     "NCHW strided, output planes up to 28x28: the channels_last gather between two layout "
-     "copies (Zen 4: 2-4x over the nchw_planes phase gather)"},
+     "NCHW strided: output planes up to 7x7 at stride 2 (dilation 1), up to 28x28 otherwise: "
+     "the channels_last gather between two layout copies (Emerald Rapids, stride 2: 1.0-1.6x "
+     "over nchw_planes' interleaved phases on 7x7 planes, 0.3-0.7x on larger ones; Zen 4, "
+     "before those: 2-4x over the phase gather that other strides still take)"},
     {Pass::bwd_input, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: phase-split planes (a plain conv with the flipped kernel when the stride is 1)"},
     {Pass::bwd_input, Kernel::nhwc_pixels, always,
