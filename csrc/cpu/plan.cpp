@@ -132,13 +132,18 @@ const Rule kRules[] = {
      "(Zen 4: 1.0-1.4x over nhwc_pixels; Emerald Rapids bfloat16 stride 1: the fastest of "
      "fastdw's kernels on 25 of 30 layers, up to 1.4x over nhwc_windows)"},
     {Pass::fwd, Kernel::channel_blocks,
-     [](const Problem& q) { return !cl(q) && q.p.stride_w >= 2 && out_plane(q.p) <= 28 * 28; },
-     "NCHW, stride >= 2, output planes up to 28x28 (Zen 4: 1.3-2.7x over nchw_planes)"},
+     [](const Problem& q) {
+       return !cl(q) && q.p.stride_w >= 2 && (!amd(q) || out_plane(q.p) <= 28 * 28);
+     },
+     "NCHW, stride >= 2: on AMD output planes up to 28x28 (Zen 4: 1.3-2.7x over nchw_planes), "
+     "elsewhere all (Emerald Rapids: 1.3-6x over nchw_planes, 56x56 output planes included)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
-       return !cl(q) && (q.p.taps() >= 49 || (out_plane(q.p) <= 7 * 7 && q.p.taps() >= 25));
+       return !cl(q) && (q.p.taps() >= 49 ||
+                         (q.p.taps() >= 25 && (!amd(q) || out_plane(q.p) <= 7 * 7)));
      },
-     "NCHW 7x7 kernels, and 5x5 on 7x7 planes (Zen 4: 1.0-1.2x over nchw_planes)"},
+     "NCHW 7x7 kernels, and 5x5 (on AMD on 7x7 planes only) (Zen 4: 1.0-1.2x over "
+     "nchw_planes; Emerald Rapids 5x5 on 14x14 and 28x28 planes: 1.1-1.4x)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
        return !cl(q) && out_plane(q.p) <= 7 * 7 && q.p.batch * q.p.in_channels >= 4096;
@@ -185,6 +190,13 @@ const Rule kRules[] = {
      },
      "NCHW with stride >= 2, 5x5 taps and more, or 7x7 planes with N * C >= 4096 (Zen 4: "
      "1.1-3.7x over nchw_planes)"},
+    {Pass::bwd_weight, Kernel::channel_blocks,
+     [](const Problem& q) {
+       return !amd(q) && !cl(q) && out_plane(q.p) <= 14 * 14 &&
+              (out_plane(q.p) <= 7 * 7 || q.p.batch * q.p.in_channels >= 2048);
+     },
+     "NCHW, not AMD: 7x7 planes, and 14x14 planes with N * C >= 2048 (Emerald Rapids: "
+     "1.2-1.4x over nchw_planes; on 14x14 planes at N = 1 and on 28x28 planes 0.7-0.9x)"},
     {Pass::bwd_weight, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: register tap groups over padded planes (channel_blocks is 0.45-0.9x on 3x3 "
      "stride-1 planes, Zen 4)"},
