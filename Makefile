@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make bench   builds fastdw and runs the benchmark on this machine's default device
 #   make test    builds fastdw and runs the test suite
-# `make test-fast` runs the fast tier (no slow or subprocess tests): tests/README.md.
+# `make test-fast` runs the fast tier (no slow, subprocess or other_isa tests): tests/README.md.
 # Both create .venv and install requirements.txt first (idempotent).
 PYTHON_SYS ?= python3
 VENV := .venv
@@ -19,7 +19,7 @@ venv: $(VENV)/.requirements-installed
 
 # The editable install rebuilds every kernel (minutes): only when a C++/CUDA source or the
 # build script changed since the last build (`make clean` forces one). Python files are live.
-NATIVE_SOURCES := $(shell find csrc -type f) setup.py
+NATIVE_SOURCES := $(shell find csrc -type f ! -name '*.md') setup.py
 $(VENV)/.fastdw-built: $(VENV)/.requirements-installed $(NATIVE_SOURCES)
 	$(PY) -m pip install --no-build-isolation --use-pep517 --no-deps -e .
 	touch $@
@@ -31,7 +31,7 @@ test: build
 	$(PY) -m pytest tests -q
 
 test-fast: build
-	$(PY) -m pytest tests -q -m "not slow and not subprocess"
+	$(PY) -m pytest tests -q -m "not slow and not subprocess and not other_isa"
 
 bench: build
 	$(PY) -m fastdw bench

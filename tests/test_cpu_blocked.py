@@ -13,6 +13,7 @@ import torch
 
 import fastdw
 from fastdw import planner
+from tests.support import isas
 from tests.support.configs import Conv
 from tests.support.reference_check import check_against_reference
 
@@ -86,15 +87,11 @@ KERNEL_CONFIGS = {"channel_blocks": BLOCKED_CONFIGS, "nhwc_tiles": DIRECT_CONFIG
                   "nchw_planes": STRIDE2_CONFIGS}
 
 
-def _isas():
-    return [name for name, ok in planner.isas().items() if ok]
-
-
-@pytest.mark.parametrize("isa", list(planner.isas()))
+@pytest.mark.parametrize("isa", isas.params())
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kernel", list(KERNEL_CONFIGS))
 def test_kernel_configs_every_isa_copy(kernel, layout, isa):
-    if isa not in _isas():
+    if isa not in isas.supported():
         pytest.skip(f"this CPU cannot run the {isa} copy")
     with planner.force(kernel=kernel, isa=isa):
         for cfg in KERNEL_CONFIGS[kernel]:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import fastdw
 from fastdw import planner
+from tests.support import isas
 from tests.support.child import child_env, run_python
 from tests.support.parity import (CPU_ROUTES as ROUTES, LAYOUTS, NONFINITE_CASES,
                                   assert_same_nonfinite, check_nonfinite,
@@ -83,7 +84,7 @@ def test_every_route(case, dtype, layout, where, route, monkeypatch):
 
 @pytest.mark.subprocess
 @pytest.mark.slow
-@pytest.mark.parametrize("isa", list(planner.isas()))
+@pytest.mark.parametrize("isa", isas.params())
 def test_every_isa_build(isa):
     """Each instruction-set copy of the kernels (chosen once per process: a subprocess each),
     in float32 and bfloat16 (the vector paths; float64 and float16 share their code), with the

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import fastdw
 from fastdw import planner
+from tests.support import isas
 
 KERNELS = list(planner.kernels())
 LAYOUTS = ["nchw", "channels_last"]
@@ -128,7 +129,7 @@ def test_every_kernel(kernel, layout):
                     check(case, dtype, where, layout)
 
 
-@pytest.mark.parametrize("isa", list(planner.isas()))
+@pytest.mark.parametrize("isa", isas.params())
 def test_every_isa_copy(isa):
     if not planner.isas()[isa]:
         pytest.skip(f"this CPU cannot run the {isa} copy")

@@ -12,6 +12,7 @@ import torch
 
 import fastdw
 from fastdw import planner
+from tests.support import isas
 from tests.support.configs import CONFIGS, Conv, pick
 from tests.support.reference_check import check_against_reference
 
@@ -30,10 +31,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def supported_isas():
-    return [name for name, ok in planner.isas().items() if ok]
 
 
 def taken_passes(cfg, layout, dtype, kernel):
@@ -142,11 +139,11 @@ def test_forced_kernel_same_bits_for_any_thread_count(kernel, layout):
             assert torch.equal(a, b_)
 
 
-@pytest.mark.parametrize("isa", list(planner.isas()))
+@pytest.mark.parametrize("isa", isas.params())
 def test_every_isa_copy_on_the_shared_configs(isa):
     """Every fastdw kernel's copy for `isa`, forced in-process, over the shared configs in
     float32 and bfloat16 (the float64 paths go through the same source)."""
-    if isa not in supported_isas():
+    if isa not in isas.supported():
         pytest.skip(f"this CPU cannot run the {isa} copy")
     with planner.force(isa=isa):
         assert fastdw.backends.cpu.isa == isa
