@@ -5,8 +5,9 @@ ring wrap-around with stride and dilation, NCHW rows narrower than a block) and 
 (csrc/cpu/forward_nhwc.inc: tiles of 1, 2 and 4 channel blocks, row remainders, borders, rows
 too narrow for a tile), and nchw_planes' stride-2 backward-input (csrc/cpu/
 backward_input_nchw.inc: interleaved phases, blocks of 4 vectors and the remainder, odd widths,
-both pad parities). The padding-beyond-the-kernel shapes are also the regression test for a
-lost grad_bias (rows no tap reaches). The shared config table runs through every kernel in
+both pad parities), and nhwc_tiles' bfloat16 channel pairs (bit for bit the float32 tiles
+rounded). The padding-beyond-the-kernel shapes are also the regression test for a lost grad_bias
+(rows no tap reaches). The shared config table runs through every kernel in
 tests/test_planner_routes.py."""
 import pytest
 import torch
@@ -113,3 +114,26 @@ def test_kernel_agrees_with_the_general_kernels(kernel, layout):
         off = fastdw.depthwise_conv2d(x, w, b, stride=2, padding=2)
     torch.testing.assert_close(on, off, rtol=1e-5, atol=1e-5)
     assert on.stride() == off.stride()
+
+
+@pytest.mark.parametrize("isa", isas.params())
+def test_bfloat16_tiles_are_the_float32_tiles_rounded(isa):
+    """nhwc_tiles reads bfloat16 in channel pairs (groups of 2 and 4 blocks) into the same float
+    sums as its float32 path: products of bfloat16 values are exact in float and the taps are
+    added in the same order, so its output is the float32 tiles' output rounded to nearest even,
+    bit for bit, including the pixels that NaN and Inf inputs reach. The shapes give groups of 4,
+    2 and 1 blocks and a partial block, interior tiles, borders, both strides and bias or none."""
+    if isa not in isas.supported():
+        pytest.skip(f"this CPU cannot run the {isa} copy")
+    for cfg in [Conv(2, 120, 9, 23), Conv(1, 96, 11, 17, kh=5, kw=5, padding=(2, 2), stride=(2, 2)),
+                Conv(1, 64, 8, 15, kh=7, kw=7, padding=(3, 3), bias=False)]:
+        x, w, b = cfg.make(dtype=torch.bfloat16, channels_last=True)
+        x[0, 5, 3, 4] = float("nan")
+        x[0, 40, 2, 7] = float("inf")
+        x[-1, cfg.c - 1, 4, 0] = -float("inf")
+        with planner.force(kernel="nhwc_tiles", isa=isa):
+            got = fastdw.depthwise_conv2d(x, w, b, **cfg.conv_args)
+            want = fastdw.depthwise_conv2d(x.float(), w.float(), None if b is None else b.float(),
+                                           **cfg.conv_args).to(torch.bfloat16)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)

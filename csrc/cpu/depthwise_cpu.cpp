@@ -95,10 +95,12 @@ Packed pack_per_channel(const Tensor& weight, const std::optional<Tensor>& bias,
   return out;
 }
 // [block][taps + 1][kLanes] floats, the taps (in reverse order when `flipped`: the kernel
-// rotated by 180 degrees) then the bias, zero past the last channel. Plain loops, 16 channels at
-// a time: a chain of tensor ops to do the same costs more than the kernel on small layers.
+// rotated by 180 degrees) then the bias, zero past the last channel. The first `paired_blocks`
+// blocks hold channel pairs (tile_paired_blocks in kernels.h): lane l of block 2k is channel
+// 32k + 2l, of block 2k + 1 channel 32k + 2l + 1. Plain loops, 16 channels at a time: a chain
+// of tensor ops to do the same costs more than the kernel on small layers.
 Tensor pack_blocks(const Tensor& weight, const std::optional<Tensor>& bias,
-                   const DepthwiseParams& p, bool flipped = false) {
+                   const DepthwiseParams& p, bool flipped = false, int64_t paired_blocks = 0) {
   const int64_t taps = p.taps(), C = p.out_channels, blocks = (C + kLanes - 1) / kLanes;
   const Tensor w = weight.to(at::kFloat).contiguous();
   const Tensor b = bias.has_value() ? bias->to(at::kFloat).contiguous() : Tensor();
@@ -107,15 +109,18 @@ Tensor pack_blocks(const Tensor& weight, const std::optional<Tensor>& bias,
   const float* b_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
   float* out = packed.mutable_data_ptr<float>();
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kLanes, lanes = std::min(kLanes, C - c0);
+    // Lane l is channel c0 + l * step.
+    const bool paired = blk < paired_blocks;
+    const int64_t c0 = paired ? (blk & ~int64_t(1)) * kLanes + (blk & 1) : blk * kLanes;
+    const int64_t step = paired ? 2 : 1, lanes = paired ? kLanes : std::min(kLanes, C - c0);
     float* dst = out + blk * (taps + 1) * kLanes;
     for (int64_t t = 0; t < taps; ++t) {
       const float* src = w_ptr + c0 * taps + (flipped ? taps - 1 - t : t);
-      for (int64_t l = 0; l < lanes; ++l) dst[t * kLanes + l] = src[l * taps];
+      for (int64_t l = 0; l < lanes; ++l) dst[t * kLanes + l] = src[l * step * taps];
       for (int64_t l = lanes; l < kLanes; ++l) dst[t * kLanes + l] = 0.f;
     }
     for (int64_t l = 0; l < kLanes; ++l)
-      dst[taps * kLanes + l] = b_ptr && l < lanes ? b_ptr[c0 + l] : 0.f;
+      dst[taps * kLanes + l] = b_ptr && l < lanes ? b_ptr[c0 + l * step] : 0.f;
   }
   return packed;
 }
@@ -164,7 +169,9 @@ void forward_kernel(Kernel k, Isa isa, const DepthwiseParams& p, const Tensor& x
   a.dst = out.mutable_data_ptr();
   const int64_t taps = p.taps();
   if (k == Kernel::nhwc_tiles || k == Kernel::nhwc_windows || k == Kernel::channel_blocks) {
-    const Tensor packed = pack_blocks(weight, bias, p, flipped);
+    const bool paired = k == Kernel::nhwc_tiles && a.dtype == Dtype::kBFloat16;
+    const Tensor packed =
+        pack_blocks(weight, bias, p, flipped, paired ? tile_paired_blocks(p.in_channels) : 0);
     a.weight = packed.const_data_ptr();
     if (k != Kernel::channel_blocks) {
       launch(k == Kernel::nhwc_tiles ? Entry::forward_nhwc_tiles : Entry::forward_nhwc_windows,

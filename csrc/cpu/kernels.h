@@ -23,6 +23,12 @@ enum class Dtype { kDouble, kFloat, kBFloat16, kHalf };
 #define FASTDW_SQUARE_SIZES(X) X(3) X(5) X(7)
 #define FASTDW_STRIDES(X) X(1) X(2)
 
+// nchw_planes' backward-input takes its interleaved-phase path (backward_input_stride2) at
+// stride 2 with dilation 1; the plan's rule for NCHW strided backward-input keys on the same.
+inline bool stride2_undilated(const DepthwiseParams& p) {
+  return p.stride_h == 2 && p.stride_w == 2 && p.dilation_h == 1 && p.dilation_w == 1;
+}
+
 // ---- work decompositions shared by the host and the kernels ---------------------------------
 
 // A work item of the channel-blocked kernels: (image, group of kLanes-channel blocks, strip of
@@ -102,6 +108,12 @@ inline TileGroup tile_group(int64_t channels, int64_t g) {
   }
   return {b, 1, false};
 }
+
+// nhwc_tiles in bfloat16 reads the blocks of its groups of 4 and 2 in channel pairs
+// (load_bf16_pairs): block 2k holds the even channels of 32k..32k+31 and block 2k+1 the odd
+// ones, in its weights (packed so) and in its accumulators. Those are the first
+// tile_paired_blocks(C) blocks; the group of 1 and the partial block are in channel order.
+inline int64_t tile_paired_blocks(int64_t channels) { return channels / kLanes / 2 * 2; }
 
 // Rows per chunk of the channels_last per-pixel weight gradient, whose work items are (chunk,
 // block of kLanes channels): from the shape alone, never from the thread count, so the order of
