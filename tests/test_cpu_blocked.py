@@ -43,6 +43,10 @@ BLOCKED_CONFIGS = [
 ]
 
 
+# nhwc_pixels' weight gradient at stride 2 visits each chunk a few rows at a time: 10 blocks make
+# chunks of 5 rows, 35-pixel rows visits of 2 rows (2 + 2 + 1).
+WEIGHT_VISITS = Conv(2, 160, 30, 70, stride=(2, 2))
+
 # Shapes for the in-place channels_last forward: its channel groups (4, 2, 1 full blocks and a
 # partial block), tiles and row remainders, borders on both sides, rows with no interior pixel,
 # padding beyond the kernel, and image rows that no tap reaches. Backward-input with stride 1
@@ -67,6 +71,7 @@ DIRECT_CONFIGS = [
     # top and bottom borders starting and ending the pairs at odd and even rows.
     Conv(2, 32, 11, 37, kh=5, kw=5, padding=(2, 2), stride=(2, 2)),
     Conv(1, 16, 8, 21, kh=3, kw=3, padding=(1, 1), stride=(2, 2)),
+    WEIGHT_VISITS,
 ]
 
 # nchw_planes' backward-input at stride 2 (dilation 1): rows of 2 x 4 vectors of phases and a
@@ -137,3 +142,25 @@ def test_bfloat16_tiles_are_the_float32_tiles_rounded(isa):
                                            **cfg.conv_args).to(torch.bfloat16)
         assert got.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+def test_weight_gradient_visits_keep_their_bits_for_any_thread_count():
+    """At stride 2 nhwc_pixels' weight gradient passes each block's sums through its partials
+    between visits of a few rows, and a thread's range of items may start or end inside a chunk:
+    the result keeps its bits for 1, 2 and 3 threads."""
+    cfg = WEIGHT_VISITS
+    x, w, _ = cfg.make(dtype=torch.float32, channels_last=True)
+    g = torch.randn(cfg.out_shape).contiguous(memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        with planner.force(kernel="nhwc_pixels"):
+            for t in (1, 2, 3):
+                torch.set_num_threads(t)
+                outs.append(torch.ops.fastdw.depthwise_conv2d_backward_weight(
+                    g, x, list(w.shape), list(cfg.stride), list(cfg.padding), list(cfg.dilation)))
+    finally:
+        torch.set_num_threads(threads)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert torch.equal(a, b)
