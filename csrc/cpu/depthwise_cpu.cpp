@@ -175,7 +175,7 @@ void forward_kernel(Kernel k, Isa isa, const DepthwiseParams& p, const Tensor& x
     a.weight = packed.const_data_ptr();
     if (k != Kernel::channel_blocks) {
       launch(k == Kernel::nhwc_tiles ? Entry::forward_nhwc_tiles : Entry::forward_nhwc_windows,
-             isa, p, a, p.batch * p.out_h * tile_group_count(p.in_channels),
+             isa, p, a, tile_item_count(p),
              grain_for(p.out_w * 4 * kLanes * taps));
     } else {
       a.blocked = blocked_geometry(p, at::get_num_threads());
