@@ -111,9 +111,9 @@ inline TileGroup tile_group(int64_t channels, int64_t g) {
 
 // The work items of nhwc_tiles and nhwc_windows: (image n, output row oh, channel group g),
 // numbered in strips of kTileStripRows rows: strip-major, then group, then the row in the strip,
-// so that a thread runs a few consecutive rows of one group (the input rows they share stay in
-// the L1 cache for every kernel row that reads them) before the next group of the same rows
-// (those rows stay in L2 across groups). Items past the last row of a short last strip have
+// so that a thread runs a few consecutive rows of one group (the input rows they share are
+// read again while still cached: in L1 when a group's rows are narrow enough, in L2 otherwise)
+// before the next group of the same rows. Items past the last row of a short last strip have
 // oh >= out_h and do nothing.
 struct TileItem {
   int64_t n, oh, group;

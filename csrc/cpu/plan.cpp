@@ -119,8 +119,9 @@ const Rule kRules[] = {
     {Pass::fwd, Kernel::nhwc_tiles,
      [](const Problem& q) { return cl(q) && q.dtype == Dtype::kBFloat16; },
      "channels_last bfloat16: the in-place tiles, reading channel pairs (Emerald Rapids: "
-     "1.26-2.5x of PyTorch, 1.1-2.1x over the next of fastdw's kernels on 43 of 44 layers, "
-     "0.8x of channel_blocks on the 44th; not measured on Zen 4)"},
+     "1.26-2.5x of PyTorch, 1.03-1.9x over the next of fastdw's kernels on 42 of 44 layers, "
+     "0.8x and 0.99x of channel_blocks on 96@56 7x7 N=8 and 240@28 5x5 N=1; not measured on "
+     "Zen 4)"},
     {Pass::fwd, Kernel::nhwc_windows,
      [](const Problem& q) {
        return cl(q) && half_type(q.dtype) &&
