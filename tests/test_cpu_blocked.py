@@ -17,6 +17,7 @@ from fastdw import planner
 from tests.support import isas
 from tests.support.configs import Conv
 from tests.support.reference_check import check_against_reference
+from tests.support.threads import per_thread_count
 
 LAYOUTS = ["nchw", "channels_last"]
 
@@ -151,16 +152,9 @@ def test_weight_gradient_visits_keep_their_bits_for_any_thread_count():
     cfg = WEIGHT_VISITS
     x, w, _ = cfg.make(dtype=torch.float32, channels_last=True)
     g = torch.randn(cfg.out_shape).contiguous(memory_format=torch.channels_last)
-    threads = torch.get_num_threads()
-    outs = []
-    try:
-        with planner.force(kernel="nhwc_pixels"):
-            for t in (1, 2, 3):
-                torch.set_num_threads(t)
-                outs.append(torch.ops.fastdw.depthwise_conv2d_backward_weight(
-                    g, x, list(w.shape), list(cfg.stride), list(cfg.padding), list(cfg.dilation)))
-    finally:
-        torch.set_num_threads(threads)
+    with planner.force(kernel="nhwc_pixels"):
+        outs = per_thread_count(lambda: torch.ops.fastdw.depthwise_conv2d_backward_weight(
+            g, x, list(w.shape), list(cfg.stride), list(cfg.padding), list(cfg.dilation)))
     for other in outs[1:]:
         for a, b in zip(outs[0], other):
             assert torch.equal(a, b)

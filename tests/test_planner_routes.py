@@ -15,6 +15,7 @@ from fastdw import planner
 from tests.support import isas
 from tests.support.configs import CONFIGS, Conv, pick
 from tests.support.reference_check import check_against_reference
+from tests.support.threads import per_thread_count
 
 LAYOUTS = ["nchw", "channels_last"]
 KERNELS = list(planner.kernels())
@@ -120,20 +121,13 @@ def test_forced_kernel_same_bits_for_any_thread_count(kernel, layout):
     x, w, b = cfg.make(dtype=torch.float32, channels_last=layout == "channels_last")
     g = torch.randn(3, 40, 23, 21).contiguous(
         memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
-    threads = torch.get_num_threads()
-    outs = []
-    try:
-        with planner.force(kernel=kernel):
-            for t in (1, 2, 3):
-                torch.set_num_threads(t)
-                outs.append((
-                    fastdw.depthwise_conv2d(x, w, b, **cfg.conv_args),
-                    torch.ops.fastdw.depthwise_conv2d_backward_input(
-                        g, w, list(x.shape), [1, 1], [2, 2], [1, 1]),
-                    *torch.ops.fastdw.depthwise_conv2d_backward_weight(
-                        g, x, list(w.shape), [1, 1], [2, 2], [1, 1])))
-    finally:
-        torch.set_num_threads(threads)
+    with planner.force(kernel=kernel):
+        outs = per_thread_count(lambda: (
+            fastdw.depthwise_conv2d(x, w, b, **cfg.conv_args),
+            torch.ops.fastdw.depthwise_conv2d_backward_input(
+                g, w, list(x.shape), [1, 1], [2, 2], [1, 1]),
+            *torch.ops.fastdw.depthwise_conv2d_backward_weight(
+                g, x, list(w.shape), [1, 1], [2, 2], [1, 1])))
     for other in outs[1:]:
         for a, b_ in zip(outs[0], other):
             assert torch.equal(a, b_)
