@@ -96,6 +96,24 @@ def test_force_restores_and_nests():
     assert after == before
 
 
+@pytest.mark.parametrize("dtype, onednn_check", [
+    (torch.bfloat16, "_is_mkldnn_bf16_supported"), (torch.float16, "_is_mkldnn_fp16_supported")])
+def test_aten_half_backward_input_only_through_onednn(dtype, onednn_check):
+    """PyTorch's bfloat16/float16 backward-input accumulates in the dtype where it has no oneDNN
+    path for the dtype (CPUs without AVX-512: 10-80 times fastdw's error bound): `aten` is no
+    candidate there (forced: the rules' kernel, with the reason); its forward stays one."""
+    x = torch.randn(2, 16, 9, 9, dtype=dtype)
+    w = torch.randn(16, 1, 3, 3, dtype=dtype)
+    with planner.force(kernel="aten"):
+        fwd = fastdw.explain(x, w, padding=1)
+        bwd = fastdw.explain(x, w, padding=1, pass_="bwd_input")
+    assert fwd.kernel == "aten", fwd
+    if getattr(torch.ops.mkldnn, onednn_check)():
+        assert bwd.kernel == "aten", bwd
+    else:
+        assert bwd.kernel != "aten" and "accumulates in the dtype" in bwd.note, bwd
+
+
 @pytest.mark.subprocess
 def test_environment_overrides_are_read_at_import():
     code = ("import torch, fastdw\n"

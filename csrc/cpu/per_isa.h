@@ -15,6 +15,7 @@
 #include <new>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <c10/util/BFloat16.h>

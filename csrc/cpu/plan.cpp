@@ -2,6 +2,8 @@
 // mode and its cache.
 #include "cpu/plan.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -439,6 +441,25 @@ bool materialises_padding(Kernel k, const Problem& q) {
   }
 }
 
+namespace {
+// Whether PyTorch runs bfloat16/float16 convolutions on this CPU through oneDNN, asked from its
+// own capability checks (torch.ops.mkldnn._is_mkldnn_bf16_supported / _fp16_supported). Where
+// it does not (CPUs without AVX-512, e.g. Zen 3), its backward-input in those dtypes
+// accumulates in them: 10-80 times fastdw's error bound (tests/test_planner_routes.py).
+bool aten_half_via_onednn(Dtype dtype) {
+  const auto ask = [](const char* op) {
+    try {
+      return c10::Dispatcher::singleton().findSchemaOrThrow(op, "").typed<bool()>().call();
+    } catch (const c10::Error&) {
+      return false;  // no such op in this build of PyTorch: assume the accurate path is absent
+    }
+  };
+  static const bool bf16 = ask("mkldnn::_is_mkldnn_bf16_supported");
+  static const bool fp16 = ask("mkldnn::_is_mkldnn_fp16_supported");
+  return dtype == Dtype::kBFloat16 ? bf16 : dtype == Dtype::kHalf ? fp16 : true;
+}
+}  // namespace
+
 const char* unsupported(Kernel k, const Problem& q) {
   const DepthwiseParams& p = q.p;
   const bool bwd_input = q.pass == Pass::bwd_input;
@@ -454,6 +475,9 @@ const char* unsupported(Kernel k, const Problem& q) {
                "every thread count, and it is 1.5-25x slower there";
       if (!q.weights_finite && materialises_padding(k, q))
         return "PyTorch's non-oneDNN paths multiply non-finite weights by the zero padding";
+      if (q.pass == Pass::bwd_input && !aten_half_via_onednn(q.dtype))
+        return "PyTorch's bfloat16/float16 backward-input on this CPU (no oneDNN path for the "
+               "dtype) accumulates in the dtype: beyond fastdw's error bound";
       return nullptr;
     case Kernel::nchw_planes:
       if (!planes_fit(p)) return "its padded plane buffer would be far larger than the planes";
