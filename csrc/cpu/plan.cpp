@@ -14,6 +14,10 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
+
 namespace fastdw {
 namespace cpu {
 namespace {
@@ -67,12 +71,14 @@ constexpr const char* kMaterialisesPadding =
 // Rules are tried in order; the first whose condition holds and whose kernel applies
 // (unsupported() == nullptr) decides. The last rule of each pass always applies. Ratios are
 // in-process A/B medians (bench/cpu_routes_ab.py) on the MobileNetV2, EfficientNet-B0 and
-// ConvNeXt-T depthwise layers at N = 1 and 8 on two 2-vCPU machines: an AMD EPYC (Zen 4,
-// bench/results/cpu-amd-epyc-zen4-2core_2026-11-28_*) and an Intel Xeon (Emerald Rapids,
-// bench/results/cpu-intel-xeon-emerald-rapids-2core_2026-11-30_*). Where the two disagree (the
-// channels_last forward and weight gradient) the rule keys on amd(); any other CPU takes
-// the Intel choice. On a CPU that is neither, tune (benchmark mode, python -m fastdw tune)
-// rather than trust them.
+// ConvNeXt-T depthwise layers at N = 1 and 8 on 2-vCPU machines: an AMD EPYC Zen 4
+// (bench/results/cpu-amd-epyc-zen4-2core_2026-11-28_*), an Intel Xeon (Emerald Rapids,
+// bench/results/cpu-intel-xeon-emerald-rapids-2core_2026-11-30_* and 2026-12-01_*) and an AMD
+// EPYC Zen 5 (bench/results/cpu-amd-epyc-zen5-2core_2026-12-01_routes_*). Where the Zen 4
+// disagrees with the other two (the channels_last forward and weight gradient, the NCHW
+// forward) the rule keys on zen4(); every other CPU takes the choice of the Intel and the
+// Zen 5. On a CPU that is none of them, tune (benchmark mode, python -m fastdw tune) rather
+// than trust them.
 struct Rule {
   Pass pass;
   Kernel kernel;
@@ -91,33 +97,49 @@ bool windows_win(const Problem& q) {
          (q.p.stride_w == 1 && q.p.in_channels >= 64 && q.p.out_w >= 14);
 }
 
-// Whether this is an AMD CPU: where the two CPUs the rules were measured on disagree, they key
-// on it.
-bool amd(const Problem&) {
+// An AMD CPU's family (CPUID leaf 1: base plus extended family; 0x19 = Zen 3 and Zen 4,
+// 0x1a = Zen 5) and whether it runs AVX-512; family 0 on any other vendor.
+struct AmdCpu {
+  unsigned family = 0;
+  bool avx512 = false;
+};
+
+const AmdCpu& amd_cpu() {
+  static const AmdCpu cpu = [] {
+    AmdCpu found;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  static const bool is_amd = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_is("amd") != 0;
-  }();
-  return is_amd;
-#else
-  return false;
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__builtin_cpu_is("amd") && __get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+      const unsigned base = (eax >> 8) & 0xf, extended = (eax >> 20) & 0xff;
+      found.family = base + (base == 0xf ? extended : 0);
+      found.avx512 = __builtin_cpu_supports("avx512f") != 0;
+    }
 #endif
+    return found;
+  }();
+  return cpu;
 }
+
+// The CPUs whose measurements disagreed with the others', so rules key on them: the Zen 4
+// (family 19h with AVX-512; the Zen 3 shares the family without it) and the Zen 5.
+bool zen4(const Problem&) { return amd_cpu().family == 0x19 && amd_cpu().avx512; }
+bool zen5(const Problem&) { return amd_cpu().family == 0x1a; }
 
 const Rule kRules[] = {
     // ---- forward
     {Pass::fwd, Kernel::nhwc_windows,
      [](const Problem& q) {
-       return amd(q) && cl(q) && q.dtype == Dtype::kFloat && windows_win(q);
+       return zen4(q) && cl(q) && q.dtype == Dtype::kFloat && windows_win(q);
      },
-     "AMD, channels_last float32, stride 1, >= 64 channels, rows of >= 14: the in-place sliding "
-     "windows (Zen 4: 1.1-1.6x over nhwc_tiles; Emerald Rapids: 0.7-0.95x, hence AMD only)"},
+     "Zen 4, channels_last float32, stride 1, >= 64 channels, rows of >= 14: the in-place "
+     "sliding windows (Zen 4: 1.1-1.6x over nhwc_tiles; Emerald Rapids: 0.7-0.95x; Zen 5: the "
+     "tiles fastest on 32 of 44 layers, windows on 10 by 1.01-1.17x, hence Zen 4 only)"},
     {Pass::fwd, Kernel::nhwc_tiles,
      [](const Problem& q) { return cl(q) && q.dtype == Dtype::kFloat; },
      "channels_last float32: the in-place tiles (Zen 4: 1.1-1.9x over channel_blocks and "
      "nhwc_pixels on every layer they fit; Emerald Rapids: the fastest kernel on 40 of 44 "
-     "layers, 1.05-1.6x over nhwc_windows)"},
+     "layers, 1.05-1.6x over nhwc_windows; Zen 5: on 32 of 44)"},
     {Pass::fwd, Kernel::nhwc_tiles,
      [](const Problem& q) { return cl(q) && q.dtype == Dtype::kBFloat16; },
      "channels_last bfloat16: the in-place tiles, reading channel pairs (Emerald Rapids: "
@@ -127,10 +149,10 @@ const Rule kRules[] = {
     {Pass::fwd, Kernel::nhwc_windows,
      [](const Problem& q) {
        return cl(q) && half_type(q.dtype) &&
-              (amd(q) ? q.p.batch * out_plane(q.p) < 8 * 14 * 14 : q.p.stride_w >= 2);
+              (zen4(q) ? q.p.batch * out_plane(q.p) < 8 * 14 * 14 : q.p.stride_w >= 2);
      },
-     "channels_last bfloat16/float16: on AMD small layers (N * output plane < 8 * 14 * 14; Zen "
-     "4: 1.0-1.3x over channel_blocks), elsewhere stride >= 2 (Emerald Rapids: 1.0-1.3x over "
+     "channels_last bfloat16/float16: on the Zen 4 small layers (N * output plane < 8 * 14 * "
+     "14; 1.0-1.3x over channel_blocks), elsewhere stride >= 2 (Emerald Rapids: 1.0-1.3x over "
      "channel_blocks): the in-place sliding windows"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
@@ -141,22 +163,26 @@ const Rule kRules[] = {
      "fastdw's kernels on 25 of 30 layers, up to 1.4x over nhwc_windows)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
-       return !cl(q) && q.p.stride_w >= 2 && (!amd(q) || out_plane(q.p) <= 28 * 28);
+       return !cl(q) && q.p.stride_w >= 2 && (!zen4(q) || out_plane(q.p) <= 28 * 28);
      },
-     "NCHW, stride >= 2: on AMD output planes up to 28x28 (Zen 4: 1.3-2.7x over nchw_planes), "
-     "elsewhere all (Emerald Rapids: 1.3-6x over nchw_planes, 56x56 output planes included)"},
+     "NCHW, stride >= 2: on the Zen 4 output planes up to 28x28 (1.3-2.7x over nchw_planes), "
+     "elsewhere all (Emerald Rapids: 1.3-6x over nchw_planes, 56x56 output planes included; "
+     "Zen 5: 1.7-5x)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
        return !cl(q) && (q.p.taps() >= 49 ||
-                         (q.p.taps() >= 25 && (!amd(q) || out_plane(q.p) <= 7 * 7)));
+                         (q.p.taps() >= 25 && (!zen4(q) || out_plane(q.p) <= 7 * 7)));
      },
-     "NCHW 7x7 kernels, and 5x5 (on AMD on 7x7 planes only) (Zen 4: 1.0-1.2x over "
+     "NCHW 7x7 kernels, and 5x5 (on the Zen 4 on 7x7 planes only) (Zen 4: 1.0-1.2x over "
      "nchw_planes; Emerald Rapids 5x5 on 14x14 and 28x28 planes: 1.1-1.4x)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
        return !cl(q) && out_plane(q.p) <= 7 * 7 && q.p.batch * q.p.in_channels >= 4096;
      },
      "NCHW 7x7 planes and smaller with N * C >= 4096 (Zen 4: 1.1-1.7x over nchw_planes)"},
+    {Pass::fwd, Kernel::channel_blocks, [](const Problem& q) { return zen5(q) && !cl(q); },
+     "Zen 5, NCHW: channel blocks (the fastest of the two on 40 of 44 layers, 3x3 stride 1 "
+     "included: 1.1-1.8x over nchw_planes; 0.8-0.9x on 192@28 3x3 and on 32@112 3x3 at N=1)"},
     {Pass::fwd, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: padded, stride-phase-split planes"},
     {Pass::fwd, Kernel::nhwc_windows, windows_win,
@@ -184,12 +210,12 @@ const Rule kRules[] = {
      "channels_last gather over in-bounds taps (any geometry, any weights)"},
 
     // ---- backward-weight
-    {Pass::bwd_weight, Kernel::channel_blocks, [](const Problem& q) { return amd(q) && cl(q); },
-     "AMD, channels_last: per-item partial sums over rows converted once (Zen 4: 1.1-4.9x over "
-     "nhwc_pixels)"},
+    {Pass::bwd_weight, Kernel::channel_blocks, [](const Problem& q) { return zen4(q) && cl(q); },
+     "Zen 4, channels_last: per-item partial sums over rows converted once (1.1-4.9x over "
+     "nhwc_pixels there)"},
     {Pass::bwd_weight, Kernel::nhwc_pixels, cl,
      "channels_last: per-row-chunk partial sums (Emerald Rapids: 1.1-1.9x over channel_blocks "
-     "on 40 of 44 float32 layers, 1.1-1.5x in bfloat16)"},
+     "on 40 of 44 float32 layers, 1.1-1.5x in bfloat16; Zen 5: 1.05-2.2x on 40 of 44)"},
     {Pass::bwd_weight, Kernel::channel_blocks,
      [](const Problem& q) {
        return q.p.stride_h * q.p.stride_w > 1 || q.p.taps() >= 25 ||
@@ -199,11 +225,12 @@ const Rule kRules[] = {
      "1.1-3.7x over nchw_planes)"},
     {Pass::bwd_weight, Kernel::channel_blocks,
      [](const Problem& q) {
-       return !amd(q) && !cl(q) && out_plane(q.p) <= 14 * 14 &&
+       return !zen4(q) && !cl(q) && out_plane(q.p) <= 14 * 14 &&
               (out_plane(q.p) <= 7 * 7 || q.p.batch * q.p.in_channels >= 2048);
      },
-     "NCHW, not AMD: 7x7 planes, and 14x14 planes with N * C >= 2048 (Emerald Rapids: "
-     "1.2-1.4x over nchw_planes; on 14x14 planes at N = 1 and on 28x28 planes 0.7-0.9x)"},
+     "NCHW, not the Zen 4: 7x7 planes, and 14x14 planes with N * C >= 2048 (Emerald Rapids: "
+     "1.2-1.4x over nchw_planes; on 14x14 planes at N = 1 and on 28x28 planes 0.7-0.9x; Zen 5: "
+     "the same split, 1.2-2x, 0.92x on 1152@7 at N = 1)"},
     {Pass::bwd_weight, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: register tap groups over padded planes (channel_blocks is 0.45-0.9x on 3x3 "
      "stride-1 planes, Zen 4)"},
