@@ -182,7 +182,8 @@ const Rule kRules[] = {
      "NCHW 7x7 planes and smaller with N * C >= 4096 (Zen 4: 1.1-1.7x over nchw_planes)"},
     {Pass::fwd, Kernel::channel_blocks, [](const Problem& q) { return zen5(q) && !cl(q); },
      "Zen 5, NCHW: channel blocks (the fastest of the two on 40 of 44 layers, 3x3 stride 1 "
-     "included: 1.1-1.8x over nchw_planes; 0.8-0.9x on 192@28 3x3 and on 32@112 3x3 at N=1)"},
+     "included: 1.1-1.8x over nchw_planes; 0.8-0.9x on 192@28 3x3 at N = 1 and 8 and on 32@112 "
+     "3x3 at N = 1)"},
     {Pass::fwd, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: padded, stride-phase-split planes"},
     {Pass::fwd, Kernel::nhwc_windows, windows_win,
