@@ -71,14 +71,16 @@ constexpr const char* kMaterialisesPadding =
 // Rules are tried in order; the first whose condition holds and whose kernel applies
 // (unsupported() == nullptr) decides. The last rule of each pass always applies. Ratios are
 // in-process A/B medians (bench/cpu_routes_ab.py) on the MobileNetV2, EfficientNet-B0 and
-// ConvNeXt-T depthwise layers at N = 1 and 8 on 2-vCPU machines: an AMD EPYC Zen 4
-// (bench/results/cpu-amd-epyc-zen4-2core_2026-11-28_*), an Intel Xeon (Emerald Rapids,
-// bench/results/cpu-intel-xeon-emerald-rapids-2core_2026-11-30_* and 2026-12-01_*) and an AMD
-// EPYC Zen 5 (bench/results/cpu-amd-epyc-zen5-2core_2026-12-01_routes_*). Where the Zen 4
-// disagrees with the other two (the channels_last forward and weight gradient, the NCHW
-// forward) the rule keys on zen4(); every other CPU takes the choice of the Intel and the
-// Zen 5. On a CPU that is none of them, tune (benchmark mode, python -m fastdw tune) rather
-// than trust them.
+// ConvNeXt-T depthwise layers at N = 1 and 8 on 2-vCPU machines: an AMD EPYC Zen 4 (its A/B
+// output was not kept), an Intel Xeon (Emerald Rapids,
+// bench/results/cpu-intel-xeon-emerald-rapids-2core_2026-1*_routes_*) and an AMD EPYC Zen 5
+// (bench/results/cpu-amd-epyc-zen5-2core_2026-12-01_routes_*). Where the Zen 4 disagrees with
+// the other two (the float32 and float16 channels_last forward, the channels_last weight
+// gradient, the NCHW forward and weight gradient) the rule keys on zen4(); where the Zen 5
+// disagrees with the Intel (the NCHW forward) on zen5(); every other CPU takes the Intel
+// choice. The CPU tests are compile-time (GCC/clang on x86-64): elsewhere no rule is
+// CPU-keyed. On a CPU that is none of them, tune (benchmark mode, python -m fastdw tune)
+// rather than trust them.
 struct Rule {
   Pass pass;
   Kernel kernel;
@@ -122,7 +124,9 @@ const AmdCpu& amd_cpu() {
 }
 
 // The CPUs whose measurements disagreed with the others', so rules key on them: the Zen 4
-// (family 19h with AVX-512; the Zen 3 shares the family without it) and the Zen 5.
+// (family 19h with AVX-512; the Zen 3 shares the family without it) and the Zen 5 (family 1Ah;
+// a later core of that family would take its rule unmeasured). They key on the CPU, not on the
+// ISA copy a forced FASTDW_CPU_ISA picks.
 bool zen4(const Problem&) { return amd_cpu().family == 0x19 && amd_cpu().avx512; }
 bool zen5(const Problem&) { return amd_cpu().family == 0x1a; }
 
@@ -144,23 +148,25 @@ const Rule kRules[] = {
      [](const Problem& q) { return cl(q) && q.dtype == Dtype::kBFloat16; },
      "channels_last bfloat16: the in-place tiles, reading channel pairs (Emerald Rapids: "
      "1.26-2.5x of PyTorch, 1.03-1.9x over the next of fastdw's kernels on 42 of 44 layers, "
-     "0.8x and 0.99x of channel_blocks on 96@56 7x7 N=8 and 240@28 5x5 N=1; not measured on "
-     "Zen 4)"},
+     "0.8x and 0.99x of channel_blocks on 96@56 7x7 N=8 and 240@28 5x5 N=1; Zen 5: the "
+     "fastest on 36 of 44; not measured on Zen 4)"},
     {Pass::fwd, Kernel::nhwc_windows,
      [](const Problem& q) {
        return cl(q) && half_type(q.dtype) &&
               (zen4(q) ? q.p.batch * out_plane(q.p) < 8 * 14 * 14 : q.p.stride_w >= 2);
      },
-     "channels_last bfloat16/float16: on the Zen 4 small layers (N * output plane < 8 * 14 * "
-     "14; 1.0-1.3x over channel_blocks), elsewhere stride >= 2 (Emerald Rapids: 1.0-1.3x over "
-     "channel_blocks): the in-place sliding windows"},
+     "channels_last float16 (bfloat16 takes the tiles above): on the Zen 4 small layers (N * "
+     "output plane < 8 * 14 * 14), elsewhere stride >= 2: the in-place sliding windows (measured "
+     "in bfloat16 before the channel-pair tiles, Zen 4 and Emerald Rapids: 1.0-1.3x over "
+     "channel_blocks; float16 never measured)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
        return cl(q) && (q.p.taps() >= 25 || (half_type(q.dtype) && q.p.stride_w == 1));
      },
-     "channels_last, 5x5 taps and more, or bfloat16/float16 with stride 1: rows converted once "
-     "(Zen 4: 1.0-1.4x over nhwc_pixels; Emerald Rapids bfloat16 stride 1: the fastest of "
-     "fastdw's kernels on 25 of 30 layers, up to 1.4x over nhwc_windows)"},
+     "channels_last, 5x5 taps and more, or float16 with stride 1: rows converted once (Zen 4: "
+     "1.0-1.4x over nhwc_pixels; Emerald Rapids bfloat16 stride 1, before the channel-pair "
+     "tiles: the fastest of fastdw's kernels on 25 of 30 layers, up to 1.4x over nhwc_windows; "
+     "float16 never measured)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
        return !cl(q) && q.p.stride_w >= 2 && (!zen4(q) || out_plane(q.p) <= 28 * 28);
@@ -183,7 +189,7 @@ const Rule kRules[] = {
     {Pass::fwd, Kernel::channel_blocks, [](const Problem& q) { return zen5(q) && !cl(q); },
      "Zen 5, NCHW: channel blocks (the fastest of the two on 40 of 44 layers, 3x3 stride 1 "
      "included: 1.1-1.8x over nchw_planes; 0.8-0.9x on 192@28 3x3 at N = 1 and 8 and on 32@112 "
-     "3x3 at N = 1)"},
+     "3x3 at N = 1, 0.98x on 480@14 5x5 at N = 8)"},
     {Pass::fwd, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: padded, stride-phase-split planes"},
     {Pass::fwd, Kernel::nhwc_windows, windows_win,
@@ -231,7 +237,7 @@ const Rule kRules[] = {
      },
      "NCHW, not the Zen 4: 7x7 planes, and 14x14 planes with N * C >= 2048 (Emerald Rapids: "
      "1.2-1.4x over nchw_planes; on 14x14 planes at N = 1 and on 28x28 planes 0.7-0.9x; Zen 5: "
-     "the same split, 1.2-2x, 0.92x on 1152@7 at N = 1)"},
+     "the same split, 1.1-1.35x, 0.92x on 1152@7 at N = 1)"},
     {Pass::bwd_weight, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: register tap groups over padded planes (channel_blocks is 0.45-0.9x on 3x3 "
      "stride-1 planes, Zen 4)"},
