@@ -78,9 +78,9 @@ constexpr const char* kMaterialisesPadding =
 // the other two (the float32 and float16 channels_last forward, the channels_last weight
 // gradient, the NCHW forward and weight gradient) the rule keys on zen4(); where the Zen 5
 // disagrees with the Intel (the NCHW forward) on zen5(); every other CPU takes the Intel
-// choice. The CPU tests are compile-time (GCC/clang on x86-64): elsewhere no rule is
-// CPU-keyed. On a CPU that is none of them, tune (benchmark mode, python -m fastdw tune)
-// rather than trust them.
+// choice. The CPU is read at run time (CPUID) where the compiler offers it, GCC or clang on
+// x86-64; built elsewhere, no rule is CPU-keyed. On a CPU that is none of them, tune (benchmark
+// mode, python -m fastdw tune) rather than trust them.
 struct Rule {
   Pass pass;
   Kernel kernel;
