@@ -71,16 +71,18 @@ constexpr const char* kMaterialisesPadding =
 // Rules are tried in order; the first whose condition holds and whose kernel applies
 // (unsupported() == nullptr) decides. The last rule of each pass always applies. Ratios are
 // in-process A/B medians (bench/cpu_routes_ab.py) on the MobileNetV2, EfficientNet-B0 and
-// ConvNeXt-T depthwise layers at N = 1 and 8 on 2-vCPU machines: an AMD EPYC Zen 4 (its A/B
-// output was not kept), an Intel Xeon (Emerald Rapids,
-// bench/results/cpu-intel-xeon-emerald-rapids-2core_2026-1*_routes_*) and an AMD EPYC Zen 5
-// (bench/results/cpu-amd-epyc-zen5-2core_2026-12-01_routes_*). Where the Zen 4 disagrees with
-// the other two (the float32 and float16 channels_last forward, the channels_last weight
-// gradient, the NCHW forward and weight gradient) the rule keys on zen4(); where the Zen 5
-// disagrees with the Intel (the NCHW forward) on zen5(); every other CPU takes the Intel
-// choice. The CPU is read at run time (CPUID) where the compiler offers it, GCC or clang on
-// x86-64; built elsewhere, no rule is CPU-keyed. On a CPU that is none of them, tune (benchmark
-// mode, python -m fastdw tune) rather than trust them.
+// ConvNeXt-T depthwise layers at N = 1 and 8 on 2-vCPU machines: an Intel Xeon (Emerald Rapids,
+// bench/results/cpu-intel-xeon-emerald-rapids-2core_2026-1*_routes_*), an AMD EPYC Zen 5
+// (bench/results/cpu-amd-epyc-zen5-2core_2026-12-01_routes_*) and an AMD EPYC Zen 4
+// (bench/results/cpu-amd-epyc-zen4-2core_2026-12-02_routes_*; the rules were first derived on
+// that CPU from runs whose output was not kept, with older kernels). Where the Zen 4 disagrees
+// with the Intel (the float32 channels_last forward with 5x5 and 7x7 kernels, the NCHW weight
+// gradient; the float16 channels_last forward, measured in bfloat16 with older kernels) the rule
+// keys on zen4(); where the Zen 4 and the Zen 5 agree against the Intel (the NCHW forward) on
+// zen4() || zen5(); every other CPU takes the Intel choice. The CPU is read at run time (CPUID)
+// where the compiler offers it, GCC or clang on x86-64; built elsewhere, no rule is CPU-keyed.
+// On a CPU that is none of them, tune (benchmark mode, python -m fastdw tune) rather than trust
+// them.
 struct Rule {
   Pass pass;
   Kernel kernel;
@@ -90,15 +92,6 @@ struct Rule {
 
 bool cl(const Problem& q) { return q.p.channels_last; }
 bool always(const Problem&) { return true; }
-// Where one block in sliding windows beats the 4 x 4 tiles of the in-place forward: always for
-// bfloat16/float16 (each input vector converted once per kernel row); in float for stride 1 on
-// rows of 14 outputs and more with 64 channels and more (Zen 4: 1.1-1.6x; the tiles stay ahead
-// on stride 2, 7-wide rows and 32 channels).
-bool windows_win(const Problem& q) {
-  return half_type(q.dtype) ||
-         (q.p.stride_w == 1 && q.p.in_channels >= 64 && q.p.out_w >= 14);
-}
-
 // An AMD CPU's family (CPUID leaf 1: base plus extended family; 0x19 = Zen 3 and Zen 4,
 // 0x1a = Zen 5) and whether it runs AVX-512; family 0 on any other vendor.
 struct AmdCpu {
@@ -130,26 +123,38 @@ const AmdCpu& amd_cpu() {
 bool zen4(const Problem&) { return amd_cpu().family == 0x19 && amd_cpu().avx512; }
 bool zen5(const Problem&) { return amd_cpu().family == 0x1a; }
 
+// Where one block in sliding windows (nhwc_windows) goes before the 4 x 4 tiles (nhwc_tiles) of
+// the in-place forward: float16 (each input vector converted once per kernel row; never
+// measured: the bfloat16 figures it was chosen on predate the channel-pair tiles), and on the
+// Zen 4 float32 5x5 and 7x7 kernels at stride 1 with >= 64 channels on rows of >= 14 outputs
+// (2026-12-02: the windows fastest on 8 of those 12 layers; on the 10 such 3x3 ones the tiles
+// ahead of them on 9).
+bool windows_first(const Problem& q) {
+  return q.dtype == Dtype::kHalf ||
+         (zen4(q) && q.dtype == Dtype::kFloat && q.p.stride_w == 1 && q.p.taps() >= 25 &&
+          q.p.in_channels >= 64 && q.p.out_w >= 14);
+}
+
 const Rule kRules[] = {
     // ---- forward
     {Pass::fwd, Kernel::nhwc_windows,
-     [](const Problem& q) {
-       return zen4(q) && cl(q) && q.dtype == Dtype::kFloat && windows_win(q);
-     },
-     "Zen 4, channels_last float32, stride 1, >= 64 channels, rows of >= 14: the in-place "
-     "sliding windows (Zen 4: 1.1-1.6x over nhwc_tiles; Emerald Rapids: 0.7-0.95x; Zen 5: the "
-     "tiles fastest on 32 of 44 layers, windows on 10 by 1.01-1.17x, hence Zen 4 only)"},
+     [](const Problem& q) { return cl(q) && q.dtype == Dtype::kFloat && windows_first(q); },
+     "Zen 4, channels_last float32, 5x5 and 7x7 kernels at stride 1, >= 64 channels, rows of "
+     ">= 14: the in-place sliding windows (Zen 4: the fastest on 8 of these 12 layers, "
+     "1.05-1.5x over nhwc_tiles; on 3x3 kernels the tiles ahead of them on 9 of 10; Emerald "
+     "Rapids: 0.7-0.95x; Zen 5: the tiles fastest on 32 of 44 layers, windows on 10 by "
+     "1.01-1.17x, hence Zen 4 only)"},
     {Pass::fwd, Kernel::nhwc_tiles,
      [](const Problem& q) { return cl(q) && q.dtype == Dtype::kFloat; },
-     "channels_last float32: the in-place tiles (Zen 4: 1.1-1.9x over channel_blocks and "
-     "nhwc_pixels on every layer they fit; Emerald Rapids: the fastest kernel on 40 of 44 "
+     "channels_last float32: the in-place tiles (Zen 4: the fastest kernel on 26 of 44 layers, "
+     "windows on 10, nhwc_pixels on 7; Emerald Rapids: the fastest kernel on 40 of 44 "
      "layers, 1.05-1.6x over nhwc_windows; Zen 5: on 32 of 44)"},
     {Pass::fwd, Kernel::nhwc_tiles,
      [](const Problem& q) { return cl(q) && q.dtype == Dtype::kBFloat16; },
      "channels_last bfloat16: the in-place tiles, reading channel pairs (Emerald Rapids: "
      "1.26-2.5x of PyTorch, 1.03-1.9x over the next of fastdw's kernels on 42 of 44 layers, "
      "0.8x and 0.99x of channel_blocks on 96@56 7x7 N=8 and 240@28 5x5 N=1; Zen 5: the "
-     "fastest on 36 of 44; not measured on Zen 4)"},
+     "fastest on 36 of 44; Zen 4: on 30 of 44, channel_blocks on 8, nhwc_windows on 6)"},
     {Pass::fwd, Kernel::nhwc_windows,
      [](const Problem& q) {
        return cl(q) && half_type(q.dtype) &&
@@ -168,31 +173,28 @@ const Rule kRules[] = {
      "tiles: the fastest of fastdw's kernels on 25 of 30 layers, up to 1.4x over nhwc_windows; "
      "float16 never measured)"},
     {Pass::fwd, Kernel::channel_blocks,
-     [](const Problem& q) {
-       return !cl(q) && q.p.stride_w >= 2 && (!zen4(q) || out_plane(q.p) <= 28 * 28);
-     },
-     "NCHW, stride >= 2: on the Zen 4 output planes up to 28x28 (1.3-2.7x over nchw_planes), "
-     "elsewhere all (Emerald Rapids: 1.3-6x over nchw_planes, 56x56 output planes included; "
-     "Zen 5: 1.7-5x)"},
+     [](const Problem& q) { return !cl(q) && q.p.stride_w >= 2; },
+     "NCHW, stride >= 2: channel blocks (Emerald Rapids: 1.3-6x over nchw_planes, 56x56 output "
+     "planes included; Zen 5: 1.7-5x; Zen 4: 1.2-3.3x)"},
     {Pass::fwd, Kernel::channel_blocks,
-     [](const Problem& q) {
-       return !cl(q) && (q.p.taps() >= 49 ||
-                         (q.p.taps() >= 25 && (!zen4(q) || out_plane(q.p) <= 7 * 7)));
-     },
-     "NCHW 7x7 kernels, and 5x5 (on the Zen 4 on 7x7 planes only) (Zen 4: 1.0-1.2x over "
-     "nchw_planes; Emerald Rapids 5x5 on 14x14 and 28x28 planes: 1.1-1.4x)"},
+     [](const Problem& q) { return !cl(q) && q.p.taps() >= 25; },
+     "NCHW 5x5 and 7x7 kernels (Emerald Rapids 5x5 on 14x14 and 28x28 planes: 1.1-1.4x over "
+     "nchw_planes)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) {
        return !cl(q) && out_plane(q.p) <= 7 * 7 && q.p.batch * q.p.in_channels >= 4096;
      },
-     "NCHW 7x7 planes and smaller with N * C >= 4096 (Zen 4: 1.1-1.7x over nchw_planes)"},
-    {Pass::fwd, Kernel::channel_blocks, [](const Problem& q) { return zen5(q) && !cl(q); },
-     "Zen 5, NCHW: channel blocks (the fastest of the two on 40 of 44 layers, 3x3 stride 1 "
-     "included: 1.1-1.8x over nchw_planes; 0.8-0.9x on 192@28 3x3 at N = 1 and 8 and on 32@112 "
-     "3x3 at N = 1, 0.98x on 480@14 5x5 at N = 8)"},
+     "NCHW 7x7 planes and smaller with N * C >= 4096 (Zen 4, older kernels: 1.1-1.7x over "
+     "nchw_planes)"},
+    {Pass::fwd, Kernel::channel_blocks,
+     [](const Problem& q) { return (zen4(q) || zen5(q)) && !cl(q); },
+     "Zen 4 and Zen 5, NCHW: channel blocks (Zen 5: the fastest of the two on 40 of 44 layers, "
+     "3x3 stride 1 included: 1.1-1.8x over nchw_planes; 0.8-0.9x on 192@28 3x3 at N = 1 and 8 "
+     "and on 32@112 3x3 at N = 1, 0.98x on 480@14 5x5 at N = 8; Zen 4: on 39 of 44 in float32, "
+     "42 of 44 in bfloat16)"},
     {Pass::fwd, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: padded, stride-phase-split planes"},
-    {Pass::fwd, Kernel::nhwc_windows, windows_win,
+    {Pass::fwd, Kernel::nhwc_windows, windows_first,
      "the in-place windows visit in-bounds taps only (the NCHW kernels do not apply: non-finite "
      "weights over padding, or padding far beyond the plane)"},
     {Pass::fwd, Kernel::nhwc_tiles, always,
@@ -217,12 +219,10 @@ const Rule kRules[] = {
      "channels_last gather over in-bounds taps (any geometry, any weights)"},
 
     // ---- backward-weight
-    {Pass::bwd_weight, Kernel::channel_blocks, [](const Problem& q) { return zen4(q) && cl(q); },
-     "Zen 4, channels_last: per-item partial sums over rows converted once (1.1-4.9x over "
-     "nhwc_pixels there)"},
     {Pass::bwd_weight, Kernel::nhwc_pixels, cl,
      "channels_last: per-row-chunk partial sums (Emerald Rapids: 1.1-1.9x over channel_blocks "
-     "on 40 of 44 float32 layers, 1.1-1.5x in bfloat16; Zen 5: 1.05-2.2x on 40 of 44)"},
+     "on 40 of 44 float32 layers, 1.1-1.5x in bfloat16; Zen 5: 1.05-2.2x on 40 of 44; Zen 4: "
+     "the fastest on 39 of 44)"},
     {Pass::bwd_weight, Kernel::channel_blocks,
      [](const Problem& q) {
        return q.p.stride_h * q.p.stride_w > 1 || q.p.taps() >= 25 ||
@@ -237,7 +237,8 @@ const Rule kRules[] = {
      },
      "NCHW, not the Zen 4: 7x7 planes, and 14x14 planes with N * C >= 2048 (Emerald Rapids: "
      "1.2-1.4x over nchw_planes; on 14x14 planes at N = 1 and on 28x28 planes 0.7-0.9x; Zen 5: "
-     "the same split, 1.1-1.35x, 0.92x on 1152@7 at N = 1)"},
+     "the same split, 1.1-1.35x, 0.92x on 1152@7 at N = 1; Zen 4: nchw_planes 1.2-1.3x ahead "
+     "on those 14x14 planes at N = 8 and 7x7 planes at N = 1)"},
     {Pass::bwd_weight, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: register tap groups over padded planes (channel_blocks is 0.45-0.9x on 3x3 "
      "stride-1 planes, Zen 4)"},
