@@ -64,7 +64,7 @@ DIRECT_CONFIGS = [
     Conv(1, 16, 6, 7, padding=(4, 5)),                                 # padding beyond kernel
     Conv(2, 32, 9, 10, kh=5, kw=5, padding=(0, 0)),                    # no padding
     Conv(1, 16, 1, 17, padding=(1, 1), bias=False),                    # H = 1
-    # float sliding tiles (stride 1, >= 64 channels, rows of >= 14): 8 + 4 + 2 + 1 pixels.
+    # float sliding windows (nhwc_windows, forced here): 8 + 4 + 2 + 1 pixels.
     Conv(1, 80, 6, 17),
     Conv(2, 64, 5, 20, kh=5, kw=5, padding=(2, 2)),
     Conv(1, 72, 4, 30, kh=7, kw=7, padding=(3, 3)),                    # 4 + 0 + 1 + 8-lane tail

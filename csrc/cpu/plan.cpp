@@ -127,8 +127,8 @@ bool zen5(const Problem&) { return amd_cpu().family == 0x1a; }
 // the in-place forward: float16 (each input vector converted once per kernel row; never
 // measured: the bfloat16 figures it was chosen on predate the channel-pair tiles), and on the
 // Zen 4 float32 5x5 and 7x7 kernels at stride 1 with >= 64 channels on rows of >= 14 outputs
-// (2026-12-02: the windows fastest on 8 of those 12 layers; on the 10 such 3x3 ones the tiles
-// ahead of them on 9).
+// (2026-12-02: the windows ahead of the tiles on 8 of those 12 layers; on the 10 such 3x3 ones
+// the tiles ahead of them on 9).
 bool windows_first(const Problem& q) {
   return q.dtype == Dtype::kHalf ||
          (zen4(q) && q.dtype == Dtype::kFloat && q.p.stride_w == 1 && q.p.taps() >= 25 &&
@@ -140,8 +140,8 @@ const Rule kRules[] = {
     {Pass::fwd, Kernel::nhwc_windows,
      [](const Problem& q) { return cl(q) && q.dtype == Dtype::kFloat && windows_first(q); },
      "Zen 4, channels_last float32, 5x5 and 7x7 kernels at stride 1, >= 64 channels, rows of "
-     ">= 14: the in-place sliding windows (Zen 4: the fastest on 8 of these 12 layers, "
-     "1.05-1.5x over nhwc_tiles; on 3x3 kernels the tiles ahead of them on 9 of 10; Emerald "
+     ">= 14: the in-place sliding windows (Zen 4: 1.05-1.5x over nhwc_tiles on 8 of these 12 "
+     "layers, the fastest kernel on 7; on 3x3 kernels the tiles ahead of them on 9 of 10; Emerald "
      "Rapids: 0.7-0.95x; Zen 5: the tiles fastest on 32 of 44 layers, windows on 10 by "
      "1.01-1.17x, hence Zen 4 only)"},
     {Pass::fwd, Kernel::nhwc_tiles,
@@ -154,7 +154,8 @@ const Rule kRules[] = {
      "channels_last bfloat16: the in-place tiles, reading channel pairs (Emerald Rapids: "
      "1.26-2.5x of PyTorch, 1.03-1.9x over the next of fastdw's kernels on 42 of 44 layers, "
      "0.8x and 0.99x of channel_blocks on 96@56 7x7 N=8 and 240@28 5x5 N=1; Zen 5: the "
-     "fastest on 36 of 44; Zen 4: on 30 of 44, channel_blocks on 8, nhwc_windows on 6)"},
+     "fastest on 36 of 44; Zen 4: on 29 of 44, channel_blocks on 9 (one by 0.2%), nhwc_windows "
+     "on 6)"},
     {Pass::fwd, Kernel::nhwc_windows,
      [](const Problem& q) {
        return cl(q) && half_type(q.dtype) &&
@@ -175,7 +176,7 @@ const Rule kRules[] = {
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) { return !cl(q) && q.p.stride_w >= 2; },
      "NCHW, stride >= 2: channel blocks (Emerald Rapids: 1.3-6x over nchw_planes, 56x56 output "
-     "planes included; Zen 5: 1.7-5x; Zen 4: 1.2-3.3x)"},
+     "planes included; Zen 5: 1.7-5x; Zen 4: 1.2-3.4x)"},
     {Pass::fwd, Kernel::channel_blocks,
      [](const Problem& q) { return !cl(q) && q.p.taps() >= 25; },
      "NCHW 5x5 and 7x7 kernels (Emerald Rapids 5x5 on 14x14 and 28x28 planes: 1.1-1.4x over "
@@ -191,7 +192,7 @@ const Rule kRules[] = {
      "Zen 4 and Zen 5, NCHW: channel blocks (Zen 5: the fastest of the two on 40 of 44 layers, "
      "3x3 stride 1 included: 1.1-1.8x over nchw_planes; 0.8-0.9x on 192@28 3x3 at N = 1 and 8 "
      "and on 32@112 3x3 at N = 1, 0.98x on 480@14 5x5 at N = 8; Zen 4: on 39 of 44 in float32, "
-     "42 of 44 in bfloat16)"},
+     "nchw_planes 1.01-1.22x ahead on the other 5; 42 of 44 in bfloat16)"},
     {Pass::fwd, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: padded, stride-phase-split planes"},
     {Pass::fwd, Kernel::nhwc_windows, windows_first,
@@ -212,7 +213,8 @@ const Rule kRules[] = {
      "the channels_last gather between two layout copies (Emerald Rapids, stride 2 on 7x7 "
      "planes: 1.1-1.5x over nchw_planes' interleaved phases on 3 of 4 layers, 0.89x on the "
      "fourth; on larger planes 0.3-0.7x; Zen 4, before those: 2-4x over the phase gather that "
-     "other strides still take)"},
+     "other strides still take; Zen 4, 2026-12-02, on its two 7x7-plane layers: nchw_planes "
+     "1.3-1.9x ahead at N = 1, nhwc_pixels 1.0-1.4x at N = 8)"},
     {Pass::bwd_input, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
      "NCHW: phase-split planes (a plain conv with the flipped kernel when the stride is 1)"},
     {Pass::bwd_input, Kernel::nhwc_pixels, always,
@@ -228,8 +230,9 @@ const Rule kRules[] = {
        return q.p.stride_h * q.p.stride_w > 1 || q.p.taps() >= 25 ||
               (out_plane(q.p) <= 7 * 7 && q.p.batch * q.p.in_channels >= 4096);
      },
-     "NCHW with stride >= 2, 5x5 taps and more, or 7x7 planes with N * C >= 4096 (Zen 4: "
-     "1.1-3.7x over nchw_planes)"},
+     "NCHW with stride >= 2, 5x5 taps and more, or 7x7 planes with N * C >= 4096 (Zen 4, "
+     "2026-12-02: 1.05-3.6x over nchw_planes on 25 of these 30 layers, nchw_planes 1.02-1.16x "
+     "ahead on 96@112 3x3 stride 2, 240@28 5x5 and 192@28 7x7 at N = 1)"},
     {Pass::bwd_weight, Kernel::channel_blocks,
      [](const Problem& q) {
        return !zen4(q) && !cl(q) && out_plane(q.p) <= 14 * 14 &&
