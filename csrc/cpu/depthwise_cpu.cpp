@@ -178,7 +178,8 @@ void forward_kernel(Kernel k, Isa isa, const DepthwiseParams& p, const Tensor& x
              isa, p, a, tile_item_count(p),
              grain_for(p.out_w * 4 * kLanes * taps));
     } else {
-      a.blocked = blocked_geometry(p, at::get_num_threads());
+      // NCHW: one block per item (csrc/cpu/README.md, 'channel_blocks items').
+      a.blocked = blocked_geometry(p, at::get_num_threads(), !p.channels_last);
       launch(Entry::forward_blocked, isa, p, a, a.blocked.items(), 1);
     }
     return;
@@ -354,7 +355,8 @@ std::tuple<Tensor, Tensor> run_backward_weight(Kernel k, Isa isa, const Problem&
   a.src2 = x.const_data_ptr();
   const int64_t taps = p.taps();
   if (k == Kernel::channel_blocks) {
-    a.blocked = blocked_geometry(p, kWeightSplitThreads);
+    // NCHW at batch 1: one block per item (csrc/cpu/README.md, 'channel_blocks items').
+    a.blocked = blocked_geometry(p, kWeightSplitThreads, !p.channels_last && p.batch == 1);
     const int64_t item_floats = a.blocked.group_blocks * (taps + 1) * kLanes;
     Tensor partial = at::empty({a.blocked.items(), item_floats}, input.options().dtype(at::kFloat));
     a.dst = partial.mutable_data_ptr();

@@ -232,7 +232,8 @@ const Rule kRules[] = {
      },
      "NCHW with stride >= 2, 5x5 taps and more, or 7x7 planes with N * C >= 4096 (Zen 4, "
      "2026-12-02: 1.05-3.6x over nchw_planes on 25 of these 30 layers, nchw_planes 1.02-1.16x "
-     "ahead on 96@112 3x3 stride 2, 240@28 5x5 and 192@28 7x7 at N = 1)"},
+     "ahead on the other 5: 96@112 3x3 stride 2 and 240@28 5x5 at N = 1 and 8, 192@28 7x7 at "
+     "N = 1)"},
     {Pass::bwd_weight, Kernel::channel_blocks,
      [](const Problem& q) {
        return !zen4(q) && !cl(q) && out_plane(q.p) <= 14 * 14 &&
@@ -243,8 +244,9 @@ const Rule kRules[] = {
      "the same split, 1.1-1.35x, 0.92x on 1152@7 at N = 1; Zen 4: nchw_planes 1.2-1.3x ahead "
      "on those 14x14 planes at N = 8 and 7x7 planes at N = 1)"},
     {Pass::bwd_weight, Kernel::nchw_planes, [](const Problem& q) { return !cl(q); },
-     "NCHW: register tap groups over padded planes (channel_blocks is 0.45-0.9x on 3x3 "
-     "stride-1 planes, Zen 4)"},
+     "NCHW: register tap groups over padded planes (Zen 4, 2026-12-02: channel_blocks runs at "
+     "0.58-0.86x of nchw_planes' speed on 14 of the 16 3x3 stride-1 layers; it is ahead on "
+     "960@7 and 1152@7 at N = 8, which the rules above route)"},
     {Pass::bwd_weight, Kernel::nhwc_pixels, always,
      "channels_last per-row-chunk partial sums (any geometry)"},
 };
