@@ -1,9 +1,9 @@
 """The CPU kernels with a work decomposition of their own, forced (fastdw.planner.force) on the
 shapes that exercise it, in every ISA copy this CPU runs: channel_blocks (csrc/cpu/
 forward_blocked.inc, backward_weight_blocked.inc: channel tails, several channel groups, strips,
-ring wrap-around with stride and dilation, NCHW rows narrower than a block) and nhwc_tiles
-(csrc/cpu/forward_nhwc.inc: tiles of 1, 2 and 4 channel blocks, row remainders, borders, rows
-too narrow for a tile), and nchw_planes' stride-2 backward-input (csrc/cpu/
+ring wrap-around with stride and dilation, NCHW rows narrower than a block, NCHW whole planes)
+and nhwc_tiles (csrc/cpu/forward_nhwc.inc: tiles of 1, 2 and 4 channel blocks, row remainders,
+borders, rows too narrow for a tile), and nchw_planes' stride-2 backward-input (csrc/cpu/
 backward_input_nchw.inc: interleaved phases, blocks of 4 vectors and the remainder, odd widths,
 both pad parities), and nhwc_tiles' bfloat16 channel pairs (bit for bit the float32 tiles
 rounded). The padding-beyond-the-kernel shapes are also the regression test for a lost grad_bias
@@ -41,6 +41,16 @@ BLOCKED_CONFIGS = [
     # elements), the last channel of the tensor read only to its end, and planes under 16.
     Conv(1, 16, 4, 5, padding=(1, 1)),
     Conv(2, 32, 3, 3, stride=(2, 2)),
+    # NCHW forward on whole planes (one block per item, at least 4 items per thread, padded image
+    # up to 128 KiB): 7-wide rows and a tail block, a 1-lane tail with stride 2 and a rectangular
+    # kernel, dilation, padding beyond the kernel, planes under 16 pixels, input rows and columns
+    # no tap reaches (stride 3 without padding).
+    Conv(8, 40, 7, 7),
+    Conv(8, 33, 13, 11, kh=3, kw=5, stride=(2, 2), padding=(1, 2)),
+    Conv(8, 32, 12, 12, dilation=(2, 2), padding=(2, 2)),
+    Conv(16, 16, 9, 9, padding=(4, 5)),
+    Conv(16, 16, 3, 2, kh=5, kw=5, padding=(2, 2)),
+    Conv(16, 16, 8, 8, stride=(3, 3), padding=(0, 0)),
 ]
 
 
@@ -143,6 +153,25 @@ def test_bfloat16_tiles_are_the_float32_tiles_rounded(isa):
                                            **cfg.conv_args).to(torch.bfloat16)
         assert got.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+def test_nchw_whole_planes_and_ring_give_the_same_bits():
+    """channel_blocks' NCHW forward converts a block's whole padded image at once when every
+    thread gets at least 4 items of one block (here at 1 thread), and a ring of rows otherwise
+    (strips of rows, here at 3 threads): the same sums in the same order, so the same bits, in
+    float32 and bfloat16, for the forward and the stride-1 backward-input (its flipped forward)."""
+    cfg = Conv(2, 40, 14, 13, kh=5, kw=5, padding=(2, 2))
+    for dtype in (torch.float32, torch.bfloat16):
+        x, w, b = cfg.make(dtype=dtype)
+        g = torch.randn(cfg.out_shape, dtype=dtype)
+        with planner.force(kernel="channel_blocks"):
+            outs = per_thread_count(lambda: (
+                fastdw.depthwise_conv2d(x, w, b, **cfg.conv_args),
+                torch.ops.fastdw.depthwise_conv2d_backward_input(
+                    g, w, list(x.shape), list(cfg.stride), list(cfg.padding),
+                    list(cfg.dilation))), counts=(1, 3))
+        for a, c in zip(*outs):
+            assert torch.equal(a, c)
 
 
 def test_weight_gradient_visits_keep_their_bits_for_any_thread_count():
