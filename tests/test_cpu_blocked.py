@@ -41,10 +41,10 @@ BLOCKED_CONFIGS = [
     # elements), the last channel of the tensor read only to its end, and planes under 16.
     Conv(1, 16, 4, 5, padding=(1, 1)),
     Conv(2, 32, 3, 3, stride=(2, 2)),
-    # NCHW forward on whole planes (one block per item, at least 4 items per thread, padded image
-    # up to 128 KiB): 7-wide rows and a tail block, a 1-lane tail with stride 2 and a rectangular
-    # kernel, dilation, padding beyond the kernel, planes under 16 pixels, input rows and columns
-    # no tap reaches (stride 3 without padding).
+    # NCHW forward on whole planes (one block per item, at least 4 items per thread: 16-24 items, so
+    # at up to 4 threads; padded image up to 128 KiB): 7-wide rows and a tail block, a 1-lane tail
+    # with stride 2 and a rectangular kernel, dilation, padding beyond the kernel, planes under 16
+    # pixels, input rows and columns no tap reaches (stride 3 without padding).
     Conv(8, 40, 7, 7),
     Conv(8, 33, 13, 11, kh=3, kw=5, stride=(2, 2), padding=(1, 2)),
     Conv(8, 32, 12, 12, dilation=(2, 2), padding=(2, 2)),
